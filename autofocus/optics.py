@@ -1,0 +1,172 @@
+"""The one description of the optics: :class:`Objective`, presets, and the exact
+mapping between defocus level, blur diameter in pixels and defocus in micrometres.
+
+Definitions (used by the simulator, the scorers, calibration and search alike)
+---------------------------------------------------------------------------
+* Sample pixel size: ``pixel_size_um = camera_pixel_size_um * binning / magnification``.
+* Depth of field (for reporting): ``DOF = lambda n / NA^2 + n e / (M NA)`` with
+  ``e = camera_pixel_size_um * binning`` (the usual widefield formula).
+* Half-angle of the collection cone: ``theta = asin(NA / n)``.
+* Geometric blur diameter of a point ``dz`` away from focus, in sample pixels:
+  ``d_geo(dz) = 2 |dz| tan(theta) / pixel_size_um``.
+* Diffraction-limited spot diameter in pixels (Airy disc to its first zero):
+  ``d_diff = 1.22 lambda / NA / pixel_size_um``.
+* Effective blur diameter: ``d(dz) = sqrt(d_geo(dz)^2 + d_diff^2)``.
+* Defocus level (Yang et al.: about 3 px of blur diameter per level, 11 levels):
+  ``level(dz) = (d(dz) - d_diff) / LEVEL_STEP_PX`` with ``LEVEL_STEP_PX = 3``;
+  0 at focus, continuous, clipped to ``[0, N_LEVELS - 1]`` when asked for a class.
+  The inverse is ``|dz| = sqrt((d_diff + 3 level)^2 - d_diff^2) * pixel / (2 tan theta)``.
+
+Levels are defined in pixels of blur, so a classifier trained on them is
+objective-independent; the :class:`Objective` turns a level into micrometres.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from autofocus.errors import InvalidInputError, UnknownNameError
+
+__all__ = [
+    "IN_FOCUS_MAX_LEVEL",
+    "LEVEL_STEP_PX",
+    "N_LEVELS",
+    "OBJECTIVE_PRESETS",
+    "Objective",
+    "get_objective",
+]
+
+N_LEVELS = 11
+"""Number of ordered defocus classes (Yang et al. 2018)."""
+LEVEL_STEP_PX = 3.0
+"""Blur-diameter increase, in sample pixels, from one level to the next."""
+IN_FOCUS_MAX_LEVEL = 2
+"""Levels 0..2 count as in focus by default (Yang et al.'s practice)."""
+
+
+class Objective(BaseModel):
+    """An objective plus the camera behind it.
+
+    Frozen and hashable, so it can key caches (PSFs, models).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    magnification: float = Field(gt=0)
+    na: float = Field(gt=0, le=1.7, description="numerical aperture")
+    immersion_index: float = Field(default=1.0, ge=1.0, le=2.0)
+    camera_pixel_size_um: float = Field(default=6.5, gt=0)
+    binning: int = Field(default=1, ge=1, le=16)
+    wavelength_um: float = Field(default=0.52, gt=0.2, lt=2.0, description="emission wavelength")
+
+    @model_validator(mode="after")
+    def _na_below_index(self) -> Objective:
+        if self.na >= self.immersion_index:
+            raise ValueError(
+                f"NA {self.na} must be smaller than the immersion index {self.immersion_index}"
+            )
+        return self
+
+    # ---- derived quantities -------------------------------------------------
+    @property
+    def pixel_size_um(self) -> float:
+        """Sample-plane pixel size in micrometres."""
+        return self.camera_pixel_size_um * self.binning / self.magnification
+
+    @property
+    def dof_um(self) -> float:
+        """Depth of field, ``lambda n / NA^2 + n e / (M NA)``."""
+        n, na = self.immersion_index, self.na
+        e = self.camera_pixel_size_um * self.binning
+        return self.wavelength_um * n / na**2 + n * e / (self.magnification * na)
+
+    @property
+    def half_angle_rad(self) -> float:
+        return math.asin(self.na / self.immersion_index)
+
+    @property
+    def diffraction_diameter_px(self) -> float:
+        """Airy-disc diameter (to the first zero), in sample pixels."""
+        return 1.22 * self.wavelength_um / self.na / self.pixel_size_um
+
+    @cached_property
+    def _px_per_um_defocus(self) -> float:
+        return 2.0 * math.tan(self.half_angle_rad) / self.pixel_size_um
+
+    def with_binning(self, binning: int) -> Objective:
+        return self.model_copy(update={"binning": int(binning)})
+
+    # ---- level <-> blur <-> dz ---------------------------------------------
+    def blur_diameter_px(self, dz_um: Any) -> Any:
+        """Effective blur diameter (px) of a point ``dz_um`` away from focus."""
+        d_geo = np.abs(np.asarray(dz_um, dtype=float)) * self._px_per_um_defocus
+        d = np.hypot(d_geo, self.diffraction_diameter_px)
+        return float(d) if np.ndim(d) == 0 else d
+
+    def dz_to_level(self, dz_um: Any) -> Any:
+        """Continuous defocus level for a defocus (sign ignored); 0 at focus."""
+        lv = (np.asarray(self.blur_diameter_px(dz_um)) - self.diffraction_diameter_px) / (
+            LEVEL_STEP_PX
+        )
+        return float(lv) if np.ndim(lv) == 0 else lv
+
+    def level_to_dz_um(self, level: Any) -> Any:
+        """|dz| in micrometres for a (continuous) level >= 0; the inverse of ``dz_to_level``."""
+        lv = np.asarray(level, dtype=float)
+        if np.any(lv < 0) or not np.all(np.isfinite(lv)):
+            raise InvalidInputError("levels must be finite and >= 0")
+        d0 = self.diffraction_diameter_px
+        d = d0 + LEVEL_STEP_PX * lv
+        dz = np.sqrt(np.maximum(d**2 - d0**2, 0.0)) / self._px_per_um_defocus
+        return float(dz) if np.ndim(dz) == 0 else dz
+
+    def dz_to_class(self, dz_um: Any) -> Any:
+        """Nearest integer class in ``0..N_LEVELS-1`` for a defocus."""
+        c = np.clip(np.rint(np.asarray(self.dz_to_level(dz_um))), 0, N_LEVELS - 1).astype(int)
+        return int(c) if np.ndim(c) == 0 else c
+
+
+def _demo(name: str, mag: float, na: float) -> Objective:
+    # Demo-config pixel sizes 1.0 / 0.5 / 0.25 um come from a 10 um camera pixel.
+    return Objective(name=name, magnification=mag, na=na, camera_pixel_size_um=10.0)
+
+
+OBJECTIVE_PRESETS: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        _demo("10X", 10, 0.30),
+        _demo("20X", 20, 0.50),
+        _demo("40X", 40, 0.75),
+        Objective(name="10x-0.3-air", magnification=10, na=0.30, camera_pixel_size_um=6.5),
+        Objective(
+            name="60x-1.4-oil",
+            magnification=60,
+            na=1.40,
+            immersion_index=1.515,
+            camera_pixel_size_um=6.5,
+        ),
+    )
+}
+"""Named objectives.  ``10X``/``20X``/``40X`` match Micro-Manager's demo config
+(1.0 / 0.5 / 0.25 um pixels); the last two are common research objectives with an
+sCMOS camera (6.5 um pixels)."""
+
+
+def get_objective(name_or_objective: str | Objective) -> Objective:
+    """Look up a preset by name (case-insensitive), or pass an Objective through."""
+    if isinstance(name_or_objective, Objective):
+        return name_or_objective
+    if not isinstance(name_or_objective, str):
+        raise InvalidInputError(f"expected an objective name, got {type(name_or_objective)!r}")
+    for key, obj in OBJECTIVE_PRESETS.items():
+        if key.lower() == name_or_objective.strip().lower():
+            return obj
+    raise UnknownNameError(
+        f"unknown objective {name_or_objective!r}; known: {', '.join(OBJECTIVE_PRESETS)}"
+    )
