@@ -48,8 +48,11 @@ def as_frame(
     if arr.ndim != 2:
         raise InvalidFrameError(
             f"{name} must be a 2-D grayscale image, got shape {frame.shape}"
-            + (" (looks like colour: convert to grayscale first)" if frame.ndim == 3
-               and frame.shape[-1] in (3, 4) else "")
+            + (
+                " (looks like colour: convert to grayscale first)"
+                if frame.ndim == 3 and frame.shape[-1] in (3, 4)
+                else ""
+            )
         )
     h, w = arr.shape
     if h < min_shape[0] or w < min_shape[1]:

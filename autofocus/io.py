@@ -23,7 +23,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=(target.suffix if suffix is None else suffix),
+        prefix=f".{target.name}.",
+        suffix=(target.suffix if suffix is None else suffix),
         dir=target.parent,
     )
     os.close(fd)

@@ -1,0 +1,167 @@
+"""The ``autofocus`` command line.  It only parses arguments and calls library code.
+
+``main(argv)`` is the entry point (console script and tests); it returns the exit code:
+0 success, 1 a failed check (e.g. a quality gate), 2 bad input or a project error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autofocus.errors import AutofocusError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Acquisition-time autofocus and focus-quality flagging for Micro-Manager.",
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Opt-in benchmarks (print a table, write JSON).")
+app.add_typer(bench_app, name="bench")
+
+log = logging.getLogger("autofocus")
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-v INFO, -vv DEBUG")
+    ] = 0,
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def simulate(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="OME-TIFF (.ome.tif) or TIFF path")
+    ],
+    specimen: Annotated[str, typer.Option(help="specimen name (see --list)")] = "nuclei",
+    objective: Annotated[str, typer.Option(help="objective preset")] = "10X",
+    z_range_um: Annotated[
+        float | None,
+        typer.Option(help="half-range of the series in um around focus [default: 5 DOF]"),
+    ] = None,
+    slices: Annotated[int, typer.Option(min=1, max=401, help="number of z slices")] = 21,
+    size: Annotated[int, typer.Option(min=32, max=4096, help="frame size in px")] = 512,
+    seed: Annotated[int, typer.Option(help="specimen and noise seed")] = 0,
+    exposure_ms: Annotated[float, typer.Option(min=0.001, help="camera exposure")] = 10.0,
+    spherical_waves: Annotated[
+        float, typer.Option(help="Z11 spherical aberration (waves RMS)")
+    ] = 0.0,
+    montage: Annotated[
+        Path | None, typer.Option(help="PNG montage path [default: beside the TIFF]")
+    ] = None,
+) -> None:
+    """Render a through-focus series of a specimen to a TIFF plus a labelled PNG montage."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from autofocus.optics import get_objective
+    from simulators.camera import CameraModel
+    from simulators.export import montage_png, write_series
+    from simulators.psf import Aberrations
+    from simulators.series import render_series
+    from simulators.specimens import make_specimen
+
+    obj = get_objective(objective)
+    spec = make_specimen(specimen, seed=seed)
+    half = 5 * obj.dof_um if z_range_um is None else z_range_um
+    if not np.isfinite(half) or half < 0:
+        raise typer.BadParameter("--z-range-um must be >= 0", param_hint="--z-range-um")
+    dz = np.linspace(-half, half, slices) if slices > 1 else np.zeros(1)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"rendering {spec.name} at {obj.name}", total=dz.size)
+        series = render_series(
+            spec,
+            obj,
+            dz,
+            shape=(size, size),
+            camera=CameraModel(exposure_ms=exposure_ms),
+            seed=seed,
+            aberrations=Aberrations(spherical=spherical_waves),
+            progress=lambda i, n: progress.update(task, completed=i),
+        )
+    tif = write_series(series, output)
+    png = montage or tif.with_name(tif.name.split(".")[0] + "_montage.png")
+    montage_png(series, png)
+    typer.echo(f"wrote {tif} ({dz.size} slices, {size}x{size}, dz {dz[0]:+.1f}..{dz[-1]:+.1f} um)")
+    typer.echo(f"wrote {png}")
+
+
+@bench_app.command("render")
+def bench_render(
+    output: Annotated[Path, typer.Option(help="JSON results path")] = Path(
+        "bench-results/render.json"
+    ),
+    repeats: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Render time of 512x512 and 2048x2048 frames (specimen + PSF + camera noise)."""
+    from simulators.bench import run_render_benchmark
+
+    run_render_benchmark(output, repeats=repeats)
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="classifier or regressor")],
+    output: Annotated[Path, typer.Option(help="folder for <model>.pt and <model>.json")] = Path(
+        "autofocus/weights"
+    ),
+    seed: Annotated[int, typer.Option()] = 0,
+    n_fields: Annotated[int | None, typer.Option(min=10, help="training fields to render")] = None,
+    n_eval_fields: Annotated[int | None, typer.Option(min=10)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="rendering processes")] = 2,
+) -> None:
+    """Train a focus model on simulator data and write its weights and model card."""
+    from dataclasses import replace
+
+    from autofocus.errors import UnknownNameError
+    from autofocus.training.train import Recipe, default_command
+    from autofocus.training.train import train as run_training
+
+    if model not in ("classifier", "regressor"):
+        raise UnknownNameError(f"unknown model {model!r}; choose classifier or regressor")
+    recipe = Recipe(model=model, seed=seed, threads=threads, workers=workers)  # type: ignore[arg-type]
+    changes = {
+        k: v
+        for k, v in {"n_fields": n_fields, "n_eval_fields": n_eval_fields, "epochs": epochs}.items()
+        if v is not None
+    }
+    recipe = replace(recipe, **changes)
+    logging.getLogger("autofocus").setLevel(logging.INFO)
+    card = run_training(recipe, output, command=default_command())
+    typer.echo(json.dumps(card["evaluation"], indent=2))
+    typer.echo(f"wrote {output / (model + '.pt')} and {output / (model + '.json')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code instead of exiting."""
+    import click
+
+    try:
+        app(args=argv, prog_name="autofocus", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except AutofocusError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

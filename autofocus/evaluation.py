@@ -1,0 +1,400 @@
+"""``autofocus evaluate``: accuracy of the classifier and sample invariance of the blur score.
+
+Classifier (per image, the full scoring pipeline)
+------------------------------------------------
+Confusion matrix of the predicted level (argmax of the image distribution) against the
+true class, exact and within-one-level accuracy, the in/out-of-focus F-score ("out" is
+the positive class; in focus = levels 0..2), and calibration of certainty: accuracy per
+certainty bin (10 equal bins of ``certainty_aggregate``).  Undetermined images are
+counted and left out of the accuracies.
+
+Blur score versus classic metrics (DeepFocus Table 1 protocol)
+---------------------------------------------------------------
+For many specimens (several types, seeds never used in training), a through-focus
+series over +/- ``range_dof`` depths of field is scored by the regressor (b) and by every
+metric of :mod:`autofocus.metrics`.  Each specimen's curve is normalised to [0, 1]
+(0 sharpest, 1 blurriest: ``(b - min) / (max - min)`` for b, ``(max - s) / (max - min)``
+for metrics, which are higher-is-sharper).  Figures:
+
+* ``sd_5dof``: the standard deviation across specimens of the normalised score at each z,
+  averaged over ``|z| <= 5 DOF`` (lower = more sample-invariant);
+* ``cond_entropy_bits``: H(S | Z) = mean over z of the entropy (bits) of the histogram of
+  normalised scores across specimens, 16 equal bins on [0, 1] (lower = z is more
+  predictable from the score; bounded by log2(16) = 4);
+* ``depth_range_dof``: the largest |z| (in DOF, the smaller of the two sides) up to which
+  the mean normalised curve keeps changing by at least 0.01 per DOF step.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autofocus.errors import InvalidInputError
+from autofocus.io import atomic_path
+from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective, get_objective
+from autofocus.reporting import markdown_table, write_json
+from autofocus.score import FocusScore
+
+__all__ = [
+    "classifier_figures",
+    "evaluate_classifier_synthetic",
+    "evaluate_invariance",
+    "evaluate_labelled_folder",
+    "invariance_figures",
+]
+
+ENTROPY_BINS = 16
+
+
+# ---------------------------------------------------------------------------
+# classifier
+# ---------------------------------------------------------------------------
+def classifier_figures(
+    true_cls: Sequence[int], scores: Sequence[FocusScore], in_focus_max: int = IN_FOCUS_MAX_LEVEL
+) -> dict[str, Any]:
+    """Accuracy figures for images with known classes (undetermined images excluded)."""
+    t = np.asarray(true_cls, dtype=int)
+    det = np.array([s.determined for s in scores], dtype=bool)
+    pred = np.array([s.predicted_level for s in scores], dtype=int)
+    cert = np.array([s.certainty_aggregate for s in scores], dtype=float)
+    cm = np.zeros((N_LEVELS, N_LEVELS), dtype=int)
+    for a, b in zip(t[det], pred[det], strict=True):
+        cm[a, b] += 1
+    err = np.abs(pred - t)[det]
+    out_true = t[det] > in_focus_max
+    out_pred = np.array([s.verdict == "out_of_focus" for s in scores])[det]
+    tp = int((out_true & out_pred).sum())
+    fp = int((~out_true & out_pred).sum())
+    fn = int((out_true & ~out_pred).sum())
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    bins = np.linspace(0, 1, 11)
+    calib = []
+    for lo, hi in itertools.pairwise(bins):
+        m = (cert[det] >= lo) & (cert[det] < hi if hi < 1 else cert[det] <= hi)
+        if m.any():
+            calib.append(
+                {
+                    "bin": [round(lo, 2), round(hi, 2)],
+                    "n": int(m.sum()),
+                    "accuracy": float((err[m] == 0).mean()),
+                    "within_one": float((err[m] <= 1).mean()),
+                }
+            )
+    return {
+        "n_images": int(t.size),
+        "n_undetermined": int((~det).sum()),
+        "exact_accuracy": float((err == 0).mean()) if err.size else float("nan"),
+        "within_one_accuracy": float((err <= 1).mean()) if err.size else float("nan"),
+        "out_of_focus_precision": precision,
+        "out_of_focus_recall": recall,
+        "in_out_f1": f1,
+        "confusion_matrix": cm.tolist(),
+        "certainty_calibration": calib,
+    }
+
+
+def evaluate_classifier_synthetic(
+    scorer: Any,
+    n_images: int = 600,
+    field_px: int = 336,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score held-out synthetic images (disjoint seeds, held-out specimen types included)."""
+    from dataclasses import replace
+
+    from autofocus.training.data import (
+        EVAL_SEED_OFFSET,
+        HELD_OUT_SPECIMENS,
+        TRAIN_SPECIMENS,
+        DomainConfig,
+        level_class,
+        render_field_sample,
+    )
+
+    cfg = replace(
+        DomainConfig(defocus="classifier", max_level=10.5, empty_fraction=0.0),
+        specimens=TRAIN_SPECIMENS + HELD_OUT_SPECIMENS,
+        field_px=field_px,
+    )
+    true, scores, rows = [], [], []
+    for i in range(n_images):
+        fs = render_field_sample(i, EVAL_SEED_OFFSET + 7919 + seed, cfg)
+        s = scorer.score(fs.frame, fs.objective)
+        c = level_class(fs.level)
+        true.append(c)
+        scores.append(s)
+        rows.append(
+            {
+                "specimen": fs.specimen,
+                "true_level": fs.level,
+                "true_class": c,
+                "predicted": s.predicted_level,
+                "verdict": s.verdict,
+                "certainty": s.certainty_aggregate,
+            }
+        )
+        if progress:
+            progress(i + 1, n_images)
+    figs = classifier_figures(true, scores)
+    per = {}
+    for name in sorted({r["specimen"] for r in rows}):
+        idx = [k for k, r in enumerate(rows) if r["specimen"] == name]
+        f = classifier_figures([true[k] for k in idx], [scores[k] for k in idx])
+        per[name] = {
+            k: f[k]
+            for k in (
+                "n_images",
+                "n_undetermined",
+                "exact_accuracy",
+                "within_one_accuracy",
+                "in_out_f1",
+            )
+        }
+    figs["per_specimen"] = per
+    return figs, rows
+
+
+def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective | None) -> dict:
+    """Score images listed in a CSV (``file`` plus ``level`` or ``in_focus``/``label``)."""
+    from autofocus.imageio import read_image
+
+    rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
+    if not rows:
+        raise InvalidInputError(f"{csv_path} has no rows")
+    cols = set(rows[0])
+    if "file" not in cols or not ({"level", "in_focus", "label"} & cols):
+        raise InvalidInputError(
+            f"{csv_path} needs a 'file' column and a 'level' or 'in_focus'/'label' column"
+        )
+    scores, levels, inout = [], [], []
+    for r in rows:
+        p = Path(r["file"])
+        p = p if p.is_absolute() else csv_path.parent / p
+        scores.append(scorer.score(read_image(p), objective))
+        if "level" in r and r["level"] != "":
+            levels.append(int(r["level"]))
+        else:
+            v = (r.get("in_focus") or r.get("label") or "").strip().lower()
+            if v not in ("1", "0", "in", "out", "true", "false"):
+                raise InvalidInputError(f"bad in/out label {v!r} for {r['file']}")
+            inout.append(v in ("1", "in", "true"))
+    if levels and len(levels) == len(rows):
+        return classifier_figures(levels, scores)
+    if inout and len(inout) == len(rows):
+        true_out = ~np.asarray(inout)
+        det = np.array([s.determined for s in scores])
+        pred_out = np.array([s.verdict == "out_of_focus" for s in scores])
+        tp = int((true_out & pred_out & det).sum())
+        fp = int((~true_out & pred_out & det).sum())
+        fn = int((true_out & ~pred_out & det).sum())
+        prec = tp / (tp + fp) if tp + fp else float("nan")
+        rec = tp / (tp + fn) if tp + fn else float("nan")
+        return {
+            "n_images": len(rows),
+            "n_undetermined": int((~det).sum()),
+            "out_of_focus_precision": prec,
+            "out_of_focus_recall": rec,
+            "in_out_f1": 2 * prec * rec / (prec + rec) if tp else 0.0,
+        }
+    raise InvalidInputError(f"{csv_path}: every row needs the same kind of label")
+
+
+# ---------------------------------------------------------------------------
+# sample invariance (DeepFocus Table 1)
+# ---------------------------------------------------------------------------
+def normalise_curves(curves: np.ndarray, higher_is_sharper: bool) -> np.ndarray:
+    """Per specimen (row), map to [0, 1] with 0 the sharpest and 1 the blurriest value."""
+    c = np.asarray(curves, dtype=float)
+    lo = np.nanmin(c, axis=1, keepdims=True)
+    hi = np.nanmax(c, axis=1, keepdims=True)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    n = (c - lo) / span
+    return 1.0 - n if higher_is_sharper else n
+
+
+def invariance_figures(norm: np.ndarray, z_dof: np.ndarray) -> dict[str, float]:
+    """SD within +/-5 DOF, conditional entropy over all z, depth range (see module doc)."""
+    z = np.asarray(z_dof, dtype=float)
+    sd = np.nanstd(norm, axis=0)
+    near = np.abs(z) <= 5.0 + 1e-9
+    hist_edges = np.linspace(0, 1, ENTROPY_BINS + 1)
+    ent = []
+    for k in range(norm.shape[1]):
+        h, _ = np.histogram(np.clip(norm[:, k], 0, 1), bins=hist_edges)
+        p = h[h > 0] / h.sum()
+        ent.append(float(-(p * np.log2(p)).sum()))
+    mean_curve = np.nanmean(norm, axis=0)
+    step = np.median(np.diff(z))
+    slope = np.abs(np.diff(mean_curve)) / step  # per DOF
+    mid = 0.5 * (z[1:] + z[:-1])
+    ranges = []
+    for side in (mid > 0, mid < 0):
+        idx = np.flatnonzero(side)
+        order = idx[np.argsort(np.abs(mid[idx]))]
+        reach = 0.0
+        for i in order:
+            if slope[i] >= 0.01:
+                reach = abs(mid[i]) + step / 2
+            else:
+                break
+        ranges.append(reach)
+    return {
+        "sd_5dof": float(sd[near].mean()),
+        "cond_entropy_bits": float(np.mean(ent)),
+        "depth_range_dof": float(min(ranges)),
+    }
+
+
+def evaluate_invariance(
+    scorer: Any,
+    objective: Objective | str = "10x-0.3-air",
+    specimens: Sequence[str] = (
+        "nuclei",
+        "actin",
+        "microtubules",
+        "tissue",
+        "calibration_slide",
+        "beads",
+    ),
+    seeds_per_specimen: int = 4,
+    range_dof: float = 12.0,
+    n_z: int = 49,
+    shape: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Score through-focus series of many specimens with b and every classic metric."""
+    from autofocus.metrics import METRICS
+    from autofocus.training.data import EVAL_SEED_OFFSET
+    from simulators.camera import CameraModel
+    from simulators.series import render_series
+    from simulators.specimens import make_specimen
+
+    obj = get_objective(objective)
+    z_dof = np.linspace(-range_dof, range_dof, n_z)
+    dz = z_dof * obj.dof_um
+    names = ["blur_score_b", *METRICS]
+    curves: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    labels = []
+    total = len(specimens) * seeds_per_specimen
+    k = 0
+    for spec_name in specimens:
+        for s in range(seeds_per_specimen):
+            sp_seed = EVAL_SEED_OFFSET + 1000 * seed + s
+            spec = make_specimen(spec_name, seed=sp_seed)
+            series = render_series(
+                spec,
+                obj,
+                dz,
+                shape=shape,
+                camera=CameraModel(),
+                seed=sp_seed,
+                x_um=float(137 * s),
+                y_um=float(-71 * s),
+            )
+            sc = scorer.score_batch(list(series.frames), obj)
+            curves["blur_score_b"].append(np.array([x.blur_px for x in sc]))
+            for mname, fn in METRICS.items():
+                curves[mname].append(np.array([fn(f) for f in series.frames]))
+            labels.append(f"{spec_name}#{s}")
+            k += 1
+            if progress:
+                progress(k, total)
+    results: dict[str, dict[str, float]] = {}
+    normed: dict[str, np.ndarray] = {}
+    for n in names:
+        arr = np.stack(curves[n])
+        norm = normalise_curves(arr, higher_is_sharper=(n != "blur_score_b"))
+        normed[n] = norm
+        results[n] = invariance_figures(norm, z_dof)
+    return results, {"z_dof": z_dof, "normalised": normed, "labels": labels, "objective": obj.name}
+
+
+# ---------------------------------------------------------------------------
+# plots and reports
+# ---------------------------------------------------------------------------
+def plot_confusion(cm: Sequence[Sequence[int]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    im = ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > m.max() / 2 else "black",
+            )
+    ax.set_xlabel("predicted level")
+    ax.set_ylabel("true level")
+    ax.set_xticks(range(N_LEVELS))
+    ax.set_yticks(range(N_LEVELS))
+    fig.colorbar(im, ax=ax)
+    ax.set_title("Defocus classifier: held-out synthetic images")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_curves(detail: dict[str, Any], results: dict[str, dict[str, float]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = list(detail["normalised"])
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    z = detail["z_dof"]
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, n in zip(axes.ravel(), names, strict=False):
+        ax.axis("on")
+        for c in detail["normalised"][n]:
+            ax.plot(z, c, lw=0.6, alpha=0.6)
+        r = results[n]
+        ax.set_title(f"{n}\nSD {r['sd_5dof']:.3f}  H {r['cond_entropy_bits']:.2f}", fontsize=8)
+        ax.set_xlabel("z (DOF)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"Normalised score vs z ({detail['objective']}), one line per specimen")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def invariance_table(results: dict[str, dict[str, float]]) -> str:
+    rows = [
+        [n, r["sd_5dof"], r["cond_entropy_bits"], r["depth_range_dof"]]
+        for n, r in sorted(results.items(), key=lambda kv: kv[1]["sd_5dof"])
+    ]
+    return markdown_table(["score", "SD within ±5 DOF", "H(S|Z) bits", "depth range (DOF)"], rows)
+
+
+def write_reports(out_dir: Path, payload: dict[str, Any], markdown: str) -> None:
+    from autofocus.io import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "evaluation.json", payload)
+    atomic_write_text(out_dir / "evaluation.md", markdown)

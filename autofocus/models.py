@@ -1,0 +1,148 @@
+"""The two small networks, their losses and the certainty formulas (imports torch).
+
+Both networks read per-patch normalised images (see :mod:`autofocus.tiling`) and start
+with a strided 8x8 "patchify" convolution, which keeps them cheap on a CPU: the first
+layer looks at every pixel once at full resolution and everything after it runs at 1/4
+resolution.  Yang et al.'s network (two 5x5 convolutions at full and half resolution and
+a 1024-unit fully connected layer, ~28 M parameters) is reimplemented in
+:class:`YangNet` only as the speed baseline of ``autofocus bench scoring``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from autofocus.optics import N_LEVELS
+
+__all__ = [
+    "CLASSIFIER_PATCH",
+    "REGRESSOR_OUTPUTS",
+    "REGRESSOR_PATCH",
+    "DefocusClassifier",
+    "YangNet",
+    "ZernikeRegressor",
+    "certainty",
+    "rps_loss",
+]
+
+CLASSIFIER_PATCH = 84
+REGRESSOR_PATCH = 128
+REGRESSOR_OUTPUTS = ("defocus_px", "astig_oblique_px", "astig_vertical_px", "spherical_px")
+"""Regressed pupil coefficients, in pixels of blur diameter (see ``autofocus.scorer``)."""
+
+
+def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Trunk(nn.Module):
+    """Patchify stem + strided 3x3 blocks + mean/max pooling."""
+
+    def __init__(self, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 8, stride=4, padding=2, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        blocks = [_block(widths[0], widths[1], 1)]
+        blocks += [_block(a, b, 2) for a, b in itertools.pairwise(widths[1:])]
+        self.blocks = nn.Sequential(*blocks)
+        self.out_features = 2 * widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem(x))
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
+
+class DefocusClassifier(nn.Module):
+    """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 64), hidden: int = 64) -> None:
+        super().__init__()
+        self.widths = tuple(widths)
+        self.trunk = _Trunk(self.widths)
+        self.head = nn.Sequential(
+            nn.Linear(self.trunk.out_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, N_LEVELS),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class ZernikeRegressor(nn.Module):
+    """128x128 normalised patch -> (4 pupil coefficients in px, texture logit)."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 64, 96), hidden: int = 96) -> None:
+        super().__init__()
+        self.widths = tuple(widths)
+        self.trunk = _Trunk(self.widths)
+        self.head = nn.Sequential(
+            nn.Linear(self.trunk.out_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, len(REGRESSOR_OUTPUTS) + 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class YangNet(nn.Module):
+    """Yang et al. (2018) architecture, for the speed baseline only (never trained here).
+
+    conv 5x5x32 -> maxpool 2 -> conv 5x5x64 -> maxpool 2 -> fc 1024 -> dropout -> fc 11.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * 21 * 21, 1024),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(1024, N_LEVELS),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def rps_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Ranked probability score, mean over the batch.
+
+    ``RPS = sum_k (CDF_p(k) - CDF_y(k))^2`` with ``p = softmax(logits)`` and ``y`` the
+    one-hot (or soft) target distribution over ordered levels.  ``target`` may be class
+    indices ``(B,)`` or distributions ``(B, K)``.
+    """
+    p = torch.softmax(logits, dim=1)
+    if target.dim() == 1:
+        target = torch.nn.functional.one_hot(target.long(), p.shape[1]).to(p.dtype)
+    return ((p.cumsum(1) - target.cumsum(1)) ** 2).sum(1).mean()
+
+
+def certainty(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Yang et al.'s certainty ``1 - H(p) / ln K`` (1: one-hot, 0: uniform)."""
+    p = np.asarray(p, dtype=np.float64)
+    k = p.shape[axis]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=axis)
+    return 1.0 - h / math.log(k)

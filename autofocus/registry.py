@@ -1,0 +1,126 @@
+"""Shipped model weights: a state_dict (``NAME.pt``) plus a JSON model card (``NAME.json``)
+inside the package, loaded with ``importlib.resources``, checked against the card's
+sha256 and read with ``torch.load(weights_only=True)`` and ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autofocus.errors import ModelWeightsError, UnknownNameError
+
+__all__ = ["MODEL_NAMES", "ModelCard", "load_card", "load_model", "sha256_file"]
+
+MODEL_NAMES = ("classifier", "regressor")
+
+
+class ModelCard(BaseModel):
+    """What a shipped model is and how it was made (JSON beside the weights)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: Literal["classifier", "regressor"]
+    version: str
+    architecture: dict[str, Any]
+    input_size: int = Field(gt=0)
+    normalisation: str
+    outputs: list[str]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    n_parameters: int
+    training: dict[str, Any]
+    data: dict[str, Any]
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        """Stable identifier: name, version and the first 12 hex digits of the checksum."""
+        return f"{self.name}-{self.version}-{self.sha256[:12]}"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("autofocus") / "weights"))
+
+
+def _paths(name: str, weights_dir: Path | None) -> tuple[Path, Path]:
+    if name not in MODEL_NAMES:
+        raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    d = weights_dir or _weights_dir()
+    return d / f"{name}.pt", d / f"{name}.json"
+
+
+def load_card(name: str, weights_dir: Path | None = None) -> ModelCard:
+    _, card_path = _paths(name, weights_dir)
+    if not card_path.is_file():
+        raise ModelWeightsError(
+            f"model card {card_path} is missing; reinstall the package or retrain with "
+            f"'autofocus train {name}'"
+        )
+    try:
+        return ModelCard.model_validate(json.loads(card_path.read_text("utf-8")))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ModelWeightsError(f"model card {card_path} is invalid: {exc}") from exc
+
+
+def build_model(card: ModelCard) -> Any:
+    from autofocus import models
+
+    arch = dict(card.architecture)
+    cls_name = arch.pop("class")
+    cls = {
+        "DefocusClassifier": models.DefocusClassifier,
+        "ZernikeRegressor": models.ZernikeRegressor,
+    }.get(cls_name)
+    if cls is None:
+        raise ModelWeightsError(f"model card names an unknown architecture {cls_name!r}")
+    if "widths" in arch:
+        arch["widths"] = tuple(arch["widths"])
+    return cls(**arch)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(name: str, weights_dir: str | None) -> tuple[Any, ModelCard]:
+    import torch
+
+    wd = Path(weights_dir) if weights_dir else None
+    card = load_card(name, wd)
+    pt, _ = _paths(name, wd)
+    if not pt.is_file():
+        raise ModelWeightsError(f"weights file {pt} is missing")
+    digest = sha256_file(pt)
+    if digest != card.sha256:
+        raise ModelWeightsError(
+            f"weights file {pt} is corrupted: sha256 {digest[:16]}... does not match the "
+            f"model card's {card.sha256[:16]}..."
+        )
+    try:
+        state = torch.load(pt, map_location="cpu", weights_only=True)
+        model = build_model(card)
+        model.load_state_dict(state, strict=True)
+    except ModelWeightsError:
+        raise
+    except Exception as exc:  # torch raises several kinds for a bad file
+        raise ModelWeightsError(f"could not load weights {pt}: {exc}") from exc
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, card
+
+
+def load_model(name: str, weights_dir: str | Path | None = None) -> tuple[Any, ModelCard]:
+    """Return ``(model in eval mode, card)``; cached per process.  Raises ModelWeightsError."""
+    return _load_cached(name, str(weights_dir) if weights_dir else None)

@@ -1,0 +1,141 @@
+"""The per-frame result (:class:`FocusScore`) and the :class:`Scorer` protocol.
+
+No torch here: hooks, the service client and calibration files depend on this module
+only, and the remote scorer returns the same types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from autofocus.optics import Objective
+
+__all__ = ["FocusScore", "PatchGrid", "Scorer", "Verdict"]
+
+Verdict = Literal["in_focus", "out_of_focus", "undetermined"]
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Per-patch results on a tile grid: patch ``(i, j)`` starts at ``(ys[i], xs[j])``.
+
+    ``values`` maps a name (``level``, ``certainty``, ``texture``, ``blur_px``...) to an
+    ``(ny, nx)`` array.
+    """
+
+    ys: np.ndarray
+    xs: np.ndarray
+    size: int
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ys": self.ys.tolist(),
+            "xs": self.xs.tolist(),
+            "size": self.size,
+            "values": {k: np.asarray(v).tolist() for k, v in self.values.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PatchGrid:
+        return cls(
+            np.asarray(d["ys"], dtype=np.int64),
+            np.asarray(d["xs"], dtype=np.int64),
+            int(d["size"]),
+            {k: np.asarray(v, dtype=np.float64) for k, v in d["values"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class FocusScore:
+    """Focus quality of one frame.
+
+    * ``probabilities``: the image's distribution over the 11 defocus levels (the
+      certainty- and texture-weighted mean of the patch distributions);
+    * ``expected_level`` (sum k p_k) and ``predicted_level`` (argmax);
+    * certainties (Yang et al.): ``certainty_aggregate`` (of ``probabilities``),
+      ``certainty_mean``, ``certainty_max`` and ``certainty_weighted`` (sum c^2 / sum c)
+      over textured patches;
+    * ``in_focus_probability``: P(level <= in-focus max level);
+    * ``blur_px`` (the blur score b): median over textured patches of the regressed
+      geometric blur diameter in pixels, with ``blur_spread_px`` its median absolute
+      deviation; NaN when undetermined;
+    * ``textured_fraction``: share of regressor patches with texture;
+    * ``verdict``: in_focus / out_of_focus / undetermined;
+    * ``abs_dz_um`` (from b) and ``abs_dz_um_from_level`` (from the expected level): the
+      distance to focus in micrometres when the objective is known, else None.
+    """
+
+    probabilities: np.ndarray
+    expected_level: float
+    predicted_level: int
+    certainty_aggregate: float
+    certainty_mean: float
+    certainty_max: float
+    certainty_weighted: float
+    in_focus_probability: float
+    blur_px: float
+    blur_spread_px: float
+    astigmatism_px: float
+    textured_fraction: float
+    verdict: Verdict
+    abs_dz_um: float | None
+    abs_dz_um_from_level: float | None
+    model_version: str
+    classifier_patches: PatchGrid | None = None
+    regressor_patches: PatchGrid | None = None
+
+    @property
+    def determined(self) -> bool:
+        return self.verdict != "undetermined"
+
+    def to_dict(self, with_patches: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            if k.endswith("_patches"):
+                if with_patches and v is not None:
+                    d[k] = v.to_dict()
+                continue
+            if isinstance(v, np.ndarray):
+                d[k] = v.tolist()
+            elif isinstance(v, float) and not np.isfinite(v):
+                d[k] = None
+            else:
+                d[k] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FocusScore:
+        kw = dict(d)
+        kw["probabilities"] = np.asarray(kw["probabilities"], dtype=np.float64)
+        for k in ("blur_px", "blur_spread_px", "astigmatism_px"):
+            kw[k] = float("nan") if kw.get(k) is None else float(kw[k])
+        for k in ("classifier_patches", "regressor_patches"):
+            kw[k] = PatchGrid.from_dict(kw[k]) if kw.get(k) else None
+        return cls(**kw)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that scores frames: the in-process ``LocalScorer`` or a ``RemoteScorer``."""
+
+    def score(
+        self, frame: np.ndarray, objective: Objective | None = None, *, with_patches: bool = False
+    ) -> FocusScore:
+        """Score one 2-D frame (any size >= one 84x84 patch)."""
+        ...
+
+    def score_batch(
+        self, frames: Sequence[np.ndarray], objective: Objective | None = None
+    ) -> list[FocusScore]:
+        """Score several frames at once (same objective)."""
+        ...
+
+    @property
+    def model_version(self) -> str:
+        """Identifies the models (names, versions, checksums) behind the scores."""
+        ...

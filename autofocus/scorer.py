@@ -1,0 +1,255 @@
+"""In-process focus scoring with the two shipped models (:class:`LocalScorer`).
+
+Pipeline (identical in training and inference): validate the frame -> tile it so every
+pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
+normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
+networks in batches under ``torch.inference_mode`` -> aggregate.
+
+Aggregation
+-----------
+* A regressor patch is *textured* when its texture probability is >= ``texture_threshold``
+  and it is not constant.  Each classifier patch inherits the texture probability of
+  the regressor patch under its centre.
+* Classifier patch weight ``w = certainty * texture``; the image distribution is the
+  ``w``-weighted mean of patch distributions (Yang et al. weight by certainty alone; the
+  texture factor keeps empty background from moving the verdict even when the classifier
+  is over-confident on noise).
+* b = median regressed blur over textured regressor patches.
+* Verdict: undetermined when no regressor patch is textured or the summed weight is
+  negligible; else in focus when ``P(level <= in_focus_max_level) >= 0.5``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from autofocus.errors import InvalidFrameError
+from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
+from autofocus.score import FocusScore, PatchGrid
+from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
+
+__all__ = ["LocalScorer"]
+
+CLASSIFIER_PATCH = 84
+REGRESSOR_PATCH = 128
+
+
+class LocalScorer:
+    """Scores frames with the shipped classifier and regressor, in this process.
+
+    Thread-safe (one lock around the forward passes).  ``num_threads`` sets torch's
+    intra-op threads once at construction when given.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights_dir: str | None = None,
+        device: str = "cpu",
+        texture_threshold: float = 0.5,
+        in_focus_max_level: int = IN_FOCUS_MAX_LEVEL,
+        min_weight: float = 0.05,
+        batch_size: int = 1024,
+        num_threads: int | None = None,
+    ) -> None:
+        import torch
+
+        from autofocus.registry import load_model
+
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        self._torch = torch
+        self._device = torch.device(device)
+        cls, self.classifier_card = load_model("classifier", weights_dir)
+        reg, self.regressor_card = load_model("regressor", weights_dir)
+        self._cls = cls.to(self._device)
+        self._reg = reg.to(self._device)
+        self.texture_threshold = float(texture_threshold)
+        self.in_focus_max_level = int(in_focus_max_level)
+        self.min_weight = float(min_weight)
+        self.batch_size = int(batch_size)
+        self._lock = threading.Lock()
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.classifier_card.model_id}+{self.regressor_card.model_id}"
+
+    # ---- forward passes ------------------------------------------------------
+    def _run(self, net: Any, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        outs = []
+        with self._lock, torch.inference_mode():
+            for i in range(0, x.shape[0], self.batch_size):
+                t = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
+                outs.append(net(t[:, None].to(self._device)).float().cpu().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    # ---- public API ------------------------------------------------------------
+    def score(
+        self, frame: np.ndarray, objective: Objective | None = None, *, with_patches: bool = False
+    ) -> FocusScore:
+        return self.score_batch([frame], objective, with_patches=with_patches)[0]
+
+    def score_batch(
+        self,
+        frames: Sequence[np.ndarray],
+        objective: Objective | None = None,
+        *,
+        with_patches: bool = False,
+    ) -> list[FocusScore]:
+        if isinstance(frames, np.ndarray) and frames.ndim == 2:
+            raise InvalidFrameError("score_batch takes a sequence of frames; use score()")
+        prepared = [prepare_frame(f, CLASSIFIER_PATCH) for f in frames]
+        c_grids, r_grids, c_parts, r_parts, c_sig, r_sig = [], [], [], [], [], []
+        for f in prepared:
+            cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
+            fr = _pad_to(f, REGRESSOR_PATCH)
+            rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
+            cp, cs = normalise_patches(extract_patches(f, cg))
+            rp, rs = normalise_patches(extract_patches(fr, rg))
+            c_grids.append(cg)
+            r_grids.append(rg)
+            c_parts.append(cp)
+            r_parts.append(rp)
+            c_sig.append(cs)
+            r_sig.append(rs)
+        logits = self._run(self._cls, np.concatenate(c_parts))
+        reg_out = self._run(self._reg, np.concatenate(r_parts))
+        results = []
+        ci = ri = 0
+        for k in range(len(prepared)):
+            nc, nr = c_parts[k].shape[0], r_parts[k].shape[0]
+            results.append(
+                self._aggregate(
+                    logits[ci : ci + nc],
+                    reg_out[ri : ri + nr],
+                    c_grids[k],
+                    r_grids[k],
+                    c_sig[k],
+                    r_sig[k],
+                    objective,
+                    with_patches,
+                )
+            )
+            ci += nc
+            ri += nr
+        return results
+
+    # ---- aggregation -------------------------------------------------------------
+    def _aggregate(
+        self,
+        logits: np.ndarray,
+        reg: np.ndarray,
+        cg: TileGrid,
+        rg: TileGrid,
+        c_sig: np.ndarray,
+        r_sig: np.ndarray,
+        objective: Objective | None,
+        with_patches: bool,
+    ) -> FocusScore:
+        from autofocus.models import certainty
+
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        cert = certainty(p)
+        tex_r = 1.0 / (1.0 + np.exp(-reg[:, -1].astype(np.float64)))
+        tex_r = np.where(r_sig, tex_r, 0.0)
+        textured_r = tex_r >= self.texture_threshold
+        blur = np.maximum(reg[:, 0].astype(np.float64), 0.0)
+        astig = np.hypot(reg[:, 1], reg[:, 2]).astype(np.float64)
+
+        # texture of the regressor patch under each classifier patch centre
+        cy = cg.ys + cg.size / 2
+        cx = cg.xs + cg.size / 2
+        iy = _nearest_index(cy, rg.ys, rg.size)
+        ix = _nearest_index(cx, rg.xs, rg.size)
+        tex_grid = tex_r.reshape(rg.shape)
+        tex_c = tex_grid[iy[:, None], ix[None, :]].ravel()
+        w = cert * tex_c * c_sig
+        wsum = float(w.sum())
+        determined = bool(textured_r.any()) and wsum >= self.min_weight
+        if wsum > 0:
+            probs = (w[:, None] * p).sum(0) / wsum
+        else:
+            probs = np.full(N_LEVELS, 1.0 / N_LEVELS)
+        levels = np.arange(N_LEVELS)
+        expected = float((probs * levels).sum())
+        sel = w > 0
+        c_sel = cert[sel] if sel.any() else np.zeros(1)
+        if textured_r.any():
+            b = float(np.median(blur[textured_r]))
+            spread = float(np.median(np.abs(blur[textured_r] - b)))
+            ast = float(np.median(astig[textured_r]))
+        else:
+            b = spread = ast = float("nan")
+        p_in = float(probs[: self.in_focus_max_level + 1].sum())
+        if not determined:
+            verdict = "undetermined"
+        else:
+            verdict = "in_focus" if p_in >= 0.5 else "out_of_focus"
+        dz_b = dz_l = None
+        if objective is not None and determined:
+            dz_b = float(b * objective.pixel_size_um / (2 * np.tan(objective.half_angle_rad)))
+            dz_l = float(objective.level_to_dz_um(expected))
+        cgrid = rgrid = None
+        if with_patches:
+            cgrid = PatchGrid(
+                cg.ys,
+                cg.xs,
+                cg.size,
+                {
+                    "level": (p * levels).sum(1).reshape(cg.shape),
+                    "certainty": cert.reshape(cg.shape),
+                    "weight": w.reshape(cg.shape),
+                },
+            )
+            rgrid = PatchGrid(
+                rg.ys,
+                rg.xs,
+                rg.size,
+                {
+                    "blur_px": blur.reshape(rg.shape),
+                    "texture": tex_r.reshape(rg.shape),
+                    "astigmatism_px": astig.reshape(rg.shape),
+                },
+            )
+        return FocusScore(
+            probabilities=probs,
+            expected_level=expected,
+            predicted_level=int(np.argmax(probs)),
+            certainty_aggregate=float(certainty(probs)),
+            certainty_mean=float(c_sel.mean()),
+            certainty_max=float(c_sel.max()),
+            certainty_weighted=float((c_sel**2).sum() / max(c_sel.sum(), 1e-12)),
+            in_focus_probability=p_in,
+            blur_px=b,
+            blur_spread_px=spread,
+            astigmatism_px=ast,
+            textured_fraction=float(textured_r.mean()),
+            verdict=verdict,
+            abs_dz_um=dz_b,
+            abs_dz_um_from_level=dz_l,
+            model_version=self.model_version,
+            classifier_patches=cgrid,
+            regressor_patches=rgrid,
+        )
+
+
+def _nearest_index(centres: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:
+    """Index of the tile (given by its starts) whose centre is closest to each centre."""
+    tile_c = starts + size / 2
+    return np.abs(centres[:, None] - tile_c[None, :]).argmin(axis=1)
+
+
+def _pad_to(frame: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad a frame smaller than ``size`` in either axis up to ``size``."""
+    h, w = frame.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return frame
+    return np.pad(frame, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")

@@ -1,0 +1,1 @@
+"""Training of the two focus models on data rendered by the project's simulator."""

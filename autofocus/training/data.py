@@ -1,0 +1,220 @@
+"""Synthetic training and evaluation data, rendered on the fly by the simulator.
+
+Each *field* is one simulated camera frame (default 256x256 px) of a random specimen
+seen through a random objective at a random defocus, with random aberrations and camera
+settings (domain randomisation).  Patches are cut from fields on a regular grid.
+
+Labels, per patch
+-----------------
+* ``level``: the continuous defocus level of the field, ``Objective.dz_to_level(dz)``
+  (pixels of blur; see :mod:`autofocus.optics`); the classifier's class is
+  ``clip(round(level), 0, 10)``.
+* ``blur_px``: the geometric blur diameter ``2 |dz| tan(theta) / pixel`` (the blur score b).
+* aberrations in the same pixel units: a Zernike coefficient ``c`` (waves RMS) becomes
+  ``c / w_px`` where ``w_px`` is the RMS defocus wavefront (waves) per pixel of
+  geometric blur diameter,
+  ``w_px = (n - sqrt(n^2 - NA^2)) * pixel / (2 sqrt(3) lambda * 2 tan(theta))``.
+* ``texture``: whether the noise-free patch carries detectable structure:
+  ``std(expected electrons) / sqrt(mean(expected electrons) + read_noise^2) >= 0.5``.
+
+Held-out evaluation: seeds from a disjoint range (``EVAL_SEED_OFFSET``) and the specimen
+types in ``HELD_OUT_SPECIMENS``, which training never sees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from autofocus.optics import N_LEVELS, Objective
+
+__all__ = [
+    "EVAL_SEED_OFFSET",
+    "HELD_OUT_SPECIMENS",
+    "TRAIN_SPECIMENS",
+    "DomainConfig",
+    "FieldSample",
+    "generate_fields",
+    "random_objective",
+]
+
+TRAIN_SPECIMENS = ("nuclei", "actin", "beads", "tissue", "calibration_slide", "phase")
+HELD_OUT_SPECIMENS = ("microtubules",)
+EVAL_SEED_OFFSET = 1_000_000_000
+TEXTURE_SNR = 0.5
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """Ranges of the domain randomisation (all sampled independently per field)."""
+
+    specimens: tuple[str, ...] = TRAIN_SPECIMENS
+    empty_fraction: float = 0.06
+    na_range: tuple[float, float] = (0.2, 1.35)
+    wavelength_um_range: tuple[float, float] = (0.45, 0.68)
+    sampling_range: tuple[float, float] = (0.5, 1.4)
+    """pixel size as a multiple of lambda / (2 NA) (0.5 = Nyquist)."""
+    aberration_waves_max: float = 0.12
+    photons_range: tuple[float, float] = (30.0, 20000.0)
+    """peak photoelectrons of a bright in-focus structure (log-uniform)."""
+    read_noise_e_range: tuple[float, float] = (0.5, 6.0)
+    gain_range: tuple[float, float] = (0.2, 5.0)
+    offset_adu_range: tuple[float, float] = (0.0, 1000.0)
+    saturation_fraction: float = 0.05
+    tilt_fraction: float = 0.1
+    thick_fraction: float = 0.1
+    defocus: Literal["classifier", "regressor"] = "classifier"
+    max_level: float = 13.0
+    """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
+    max_blur_px: float = 100.0
+    """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""
+    field_px: int = 256
+
+
+@dataclass
+class FieldSample:
+    """One rendered frame and its ground truth."""
+
+    frame: np.ndarray  # uint16 camera frame
+    expected_e: np.ndarray  # noise-free expected electrons (float32)
+    read_noise_e: float
+    objective: Objective
+    dz_um: float
+    level: float
+    blur_px: float
+    aberrations_px: tuple[float, float, float]  # astig oblique, astig vertical, spherical
+    specimen: str
+    meta: dict = field(default_factory=dict)
+
+
+def random_objective(rng: np.random.Generator, cfg: DomainConfig) -> Objective:
+    na = float(rng.uniform(*cfg.na_range))
+    if na < 0.95:
+        n = 1.0
+    elif na < 1.2:
+        n = 1.33
+    else:
+        n = 1.515
+    lam = float(rng.uniform(*cfg.wavelength_um_range))
+    px = lam / (2 * na) * float(rng.uniform(*cfg.sampling_range))
+    mag = 20.0
+    return Objective(
+        name="random",
+        magnification=mag,
+        na=na,
+        immersion_index=n,
+        camera_pixel_size_um=px * mag,
+        wavelength_um=lam,
+    )
+
+
+def waves_per_blur_px(obj: Objective) -> float:
+    """RMS defocus wavefront (waves) per pixel of geometric blur diameter."""
+    n, na = obj.immersion_index, obj.na
+    w_per_um = (n - math.sqrt(n * n - na * na)) / (2 * math.sqrt(3) * obj.wavelength_um)
+    px_per_um = 2 * math.tan(obj.half_angle_rad) / obj.pixel_size_um
+    return w_per_um / px_per_um
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def _sample_blur_px(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> float:
+    if cfg.defocus == "classifier":
+        level = float(rng.uniform(0.0, cfg.max_level))
+        d = obj.diffraction_diameter_px + 3.0 * level
+        return math.sqrt(max(d * d - obj.diffraction_diameter_px**2, 0.0))
+    hi = 30.0 if rng.random() < 0.5 else cfg.max_blur_px
+    return float(rng.uniform(0.0, hi))
+
+
+def _specimen_options(rng: np.random.Generator, cfg: DomainConfig) -> dict:
+    opts: dict = {"density": _log_uniform(rng, 0.3, 2.5)}
+    if rng.random() < cfg.tilt_fraction:
+        opts["tilt_x_um_per_um"] = float(rng.normal(0, 0.01))
+        opts["tilt_y_um_per_um"] = float(rng.normal(0, 0.01))
+    if rng.random() < cfg.thick_fraction:
+        opts["thickness_um"] = float(rng.uniform(1.0, 6.0))
+        opts["n_layers"] = int(rng.integers(2, 4))
+    return opts
+
+
+def generate_fields(n_fields: int, seed: int, cfg: DomainConfig) -> Iterator[FieldSample]:
+    """Yield ``n_fields`` rendered frames; field ``i`` depends only on ``(seed, i)``."""
+    for i in range(n_fields):
+        yield render_field_sample(i, seed, cfg)
+
+
+def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
+    """Field ``i`` of the stream ``(seed, cfg)``: deterministic and independent of others."""
+    from simulators.camera import CameraModel
+    from simulators.psf import Aberrations
+    from simulators.render import render_field
+    from simulators.specimens import make_specimen
+
+    rng = np.random.default_rng([seed, i])
+    obj = random_objective(rng, cfg)
+    blur = _sample_blur_px(rng, cfg, obj)
+    dz = blur * obj.pixel_size_um / (2 * math.tan(obj.half_angle_rad))
+    dz *= 1 if rng.random() < 0.5 else -1
+    a = cfg.aberration_waves_max
+    ab = Aberrations(
+        astig_oblique=float(rng.uniform(-a, a)) * (rng.random() < 0.5),
+        astig_vertical=float(rng.uniform(-a, a)) * (rng.random() < 0.5),
+        coma_vertical=float(rng.uniform(-a, a)) * (rng.random() < 0.3),
+        coma_horizontal=float(rng.uniform(-a, a)) * (rng.random() < 0.3),
+        spherical=float(rng.uniform(-a, a)) * (rng.random() < 0.5),
+    )
+    name = "empty" if rng.random() < cfg.empty_fraction else str(rng.choice(cfg.specimens))
+    spec_seed = int(rng.integers(0, 2**31 - 1)) % (EVAL_SEED_OFFSET - 1)
+    if seed >= EVAL_SEED_OFFSET:
+        spec_seed += EVAL_SEED_OFFSET
+    specimen = make_specimen(name, seed=spec_seed, **_specimen_options(rng, cfg))
+    x_um, y_um = (float(v) for v in rng.uniform(-2000, 2000, size=2))
+    s = cfg.field_px
+    signal = render_field(specimen, obj, dz, x_um, y_um, (s, s), ab)
+    peak_e = _log_uniform(rng, *cfg.photons_range)
+    read = float(rng.uniform(*cfg.read_noise_e_range))
+    gain = _log_uniform(rng, *cfg.gain_range)
+    offset = float(rng.uniform(*cfg.offset_adu_range))
+    full_well = 1e8
+    if rng.random() < cfg.saturation_fraction:
+        full_well = peak_e * float(rng.uniform(0.3, 0.9))
+    cam = CameraModel(
+        photon_flux=peak_e / 10.0,
+        exposure_ms=10.0,
+        read_noise_e=read,
+        gain_adu_per_e=min(gain, 0.9 * (65535.0 - offset) / max(peak_e, 1.0)),
+        offset_adu=offset,
+        full_well_e=full_well,
+    )
+    frame = cam.expose(signal, rng)
+    wpx = waves_per_blur_px(obj)
+    return FieldSample(
+        frame=frame,
+        expected_e=(np.minimum(signal * peak_e, full_well)).astype(np.float32),
+        read_noise_e=read,
+        objective=obj,
+        dz_um=float(dz),
+        level=float(obj.dz_to_level(dz)),
+        blur_px=float(2 * abs(dz) * math.tan(obj.half_angle_rad) / obj.pixel_size_um),
+        aberrations_px=(ab.astig_oblique / wpx, ab.astig_vertical / wpx, ab.spherical / wpx),
+        specimen=name,
+        meta={"field": i, "seed": seed, "aberrations": ab},
+    )
+
+
+def texture_label(expected_e: np.ndarray, read_noise_e: float) -> bool:
+    """True when a noise-free patch has structure above the shot + read noise."""
+    m = float(expected_e.mean())
+    sd = float(expected_e.std())
+    return sd / math.sqrt(m + read_noise_e**2 + 1e-9) >= TEXTURE_SNR
+
+
+def level_class(level: float) -> int:
+    return int(min(max(round(level), 0), N_LEVELS - 1))

@@ -1,0 +1,98 @@
+"""Patch datasets cut from rendered fields (in memory), built in parallel processes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from autofocus.tiling import TileGrid, extract_patches
+from autofocus.training.data import (
+    DomainConfig,
+    FieldSample,
+    level_class,
+    render_field_sample,
+    texture_label,
+)
+
+__all__ = ["PatchSet", "build_patchset"]
+
+
+@dataclass
+class PatchSet:
+    """Raw camera patches and their labels (row i of every array is patch i)."""
+
+    patches: np.ndarray  # (N, s, s) float32 raw ADU
+    level: np.ndarray  # (N,) continuous level of the field
+    cls: np.ndarray  # (N,) int class 0..10
+    blur_px: np.ndarray  # (N,)
+    aberr_px: np.ndarray  # (N, 3)
+    texture: np.ndarray  # (N,) bool
+    specimen: np.ndarray  # (N,) str
+    field: np.ndarray  # (N,) int field index
+    pixel_size_um: np.ndarray  # (N,)
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    @staticmethod
+    def concat(parts: list[PatchSet]) -> PatchSet:
+        return PatchSet(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in PatchSet.__dataclass_fields__)
+        )
+
+
+def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
+    start, count, seed, cfg, patch = args
+    rows: dict[str, list] = {f: [] for f in PatchSet.__dataclass_fields__}
+    grid = TileGrid.for_shape((cfg.field_px, cfg.field_px), patch)
+    for k, fs in enumerate(_fields_range(start, count, seed, cfg)):
+        raw = extract_patches(fs.frame, grid)
+        exp = extract_patches(fs.expected_e, grid)
+        for j in range(raw.shape[0]):
+            rows["patches"].append(raw[j])
+            rows["level"].append(fs.level)
+            rows["cls"].append(level_class(fs.level))
+            rows["blur_px"].append(fs.blur_px)
+            rows["aberr_px"].append(fs.aberrations_px)
+            rows["texture"].append(texture_label(exp[j], fs.read_noise_e))
+            rows["specimen"].append(fs.specimen)
+            rows["field"].append(start + k)
+            rows["pixel_size_um"].append(fs.objective.pixel_size_um)
+    return PatchSet(
+        patches=np.stack(rows["patches"]).astype(np.float32),
+        level=np.asarray(rows["level"], np.float32),
+        cls=np.asarray(rows["cls"], np.int64),
+        blur_px=np.asarray(rows["blur_px"], np.float32),
+        aberr_px=np.asarray(rows["aberr_px"], np.float32).reshape(-1, 3),
+        texture=np.asarray(rows["texture"], bool),
+        specimen=np.asarray(rows["specimen"]),
+        field=np.asarray(rows["field"], np.int64),
+        pixel_size_um=np.asarray(rows["pixel_size_um"], np.float32),
+    )
+
+
+def _fields_range(start: int, count: int, seed: int, cfg: DomainConfig) -> Iterator[FieldSample]:
+    for i in range(start, start + count):
+        yield render_field_sample(i, seed, cfg)
+
+
+def build_patchset(
+    n_fields: int, seed: int, cfg: DomainConfig, patch: int, workers: int = 2, chunk: int = 64
+) -> PatchSet:
+    """Render ``n_fields`` fields (in ``workers`` processes) and cut ``patch`` px tiles."""
+    jobs = [(s, min(chunk, n_fields - s), seed, cfg, patch) for s in range(0, n_fields, chunk)]
+    if workers <= 1:
+        parts = [_build_chunk(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            parts = list(ex.map(_build_chunk, jobs))
+    return PatchSet.concat(parts)
+
+
+def n_patches_per_field(cfg: DomainConfig, patch: int) -> int:
+    n = math.ceil(cfg.field_px / patch)
+    return n * n

@@ -1,0 +1,81 @@
+"""``autofocus bench render``: how fast the simulator renders camera frames.
+
+For each frame size it times, on one specimen at a typical defocus: the specimen patch,
+the PSF convolution (``render_field`` end to end, PSF cached as during an acquisition),
+the camera noise, and the whole snap.  The baseline, measured in the same run, is a
+plain ``scipy.ndimage.gaussian_filter`` of the same frame (what pymmcore-plus's
+experimental simulator does for defocus).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autofocus.optics import get_objective
+from autofocus.reporting import print_table, write_json
+
+__all__ = ["run_render_benchmark"]
+
+
+def _median_s(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm caches
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def run_render_benchmark(
+    output: str | Path,
+    *,
+    sizes: tuple[int, ...] = (512, 2048),
+    repeats: int = 5,
+    specimens: tuple[str, ...] = ("nuclei", "calibration_slide"),
+    objective: str = "20X",
+    dz_um: float = 4.0,
+) -> dict[str, Any]:
+    from scipy import ndimage
+
+    from simulators.camera import CameraModel
+    from simulators.render import render_field
+    from simulators.specimens import make_specimen
+
+    obj = get_objective(objective)
+    cam = CameraModel()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in specimens:
+        spec = make_specimen(name, seed=0)
+        for size in sizes:
+            shape = (size, size)
+            t_spec = _median_s(lambda: spec.patch(0.0, 0.0, shape, obj.pixel_size_um), repeats)
+            signal = render_field(spec, obj, dz_um, 0.0, 0.0, shape)
+            t_render = _median_s(lambda: render_field(spec, obj, dz_um, 0.0, 0.0, shape), repeats)
+            t_noise = _median_s(lambda: cam.expose(signal, rng), repeats)
+            t_snap = _median_s(
+                lambda: cam.expose(render_field(spec, obj, dz_um, 0.0, 0.0, shape), rng), repeats
+            )
+            t_gauss = _median_s(lambda: ndimage.gaussian_filter(signal, 3.0), repeats)
+            rows.append({
+                "specimen": name, "size": f"{size}x{size}",
+                "specimen_ms": 1e3 * t_spec, "render_ms": 1e3 * t_render,
+                "noise_ms": 1e3 * t_noise, "snap_ms": 1e3 * t_snap,
+                "baseline_gaussian_ms": 1e3 * t_gauss,
+            })
+    cols = list(rows[0])
+    print_table(
+        f"Render time per frame ({objective}, dz = {dz_um} um, median of {repeats})",
+        cols, [[r[c] for c in cols] for r in rows],
+    )
+    payload = {"benchmark": "render", "objective": objective, "dz_um": dz_um,
+               "repeats": repeats, "rows": rows}
+    write_json(output, payload)
+    return payload

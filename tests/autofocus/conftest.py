@@ -1,0 +1,48 @@
+"""Fixtures for scorer tests: a tiny, randomly initialised model pair in a weights folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
+    import torch
+
+    from autofocus.models import DefocusClassifier, ZernikeRegressor
+    from autofocus.registry import sha256_file
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model, size, outputs in (
+        ("classifier", DefocusClassifier(widths=(4, 4, 8, 8), hidden=8), 84, 11),
+        ("regressor", ZernikeRegressor(widths=(4, 4, 8, 8, 8), hidden=8), 128, 5),
+    ):
+        model.eval()
+        pt = folder / f"{name}.pt"
+        torch.save(model.state_dict(), pt)
+        card = {
+            "name": name,
+            "version": "test",
+            "architecture": {
+                "class": type(model).__name__,
+                "widths": list(model.widths),
+                "hidden": model.head[0].out_features,
+            },
+            "input_size": size,
+            "normalisation": "per patch",
+            "outputs": [f"o{i}" for i in range(outputs)],
+            "sha256": sha256_file(pt),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "training": {"command": "tests"},
+            "data": {},
+        }
+        (folder / f"{name}.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    return write_tiny_weights(tmp_path / "weights")

@@ -1,0 +1,45 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autofocus.models import DefocusClassifier, YangNet, ZernikeRegressor, certainty, rps_loss
+
+
+def test_rps_worked_example() -> None:
+    # p = (0.5, 0.3, 0.2), true class 1: CDF_p = (.5, .8, 1), CDF_y = (0, 1, 1)
+    # RPS = .5^2 + .2^2 + 0 = 0.29
+    p = torch.tensor([[0.5, 0.3, 0.2]])
+    loss = rps_loss(torch.log(p), torch.tensor([1]))
+    assert float(loss) == pytest.approx(0.29, abs=1e-6)
+    # a soft target works the same way
+    loss2 = rps_loss(torch.log(p), torch.tensor([[0.0, 1.0, 0.0]]))
+    assert float(loss2) == pytest.approx(0.29, abs=1e-6)
+
+
+def test_rps_penalises_distant_errors_more() -> None:
+    target = torch.tensor([0])
+    near = rps_loss(torch.log(torch.tensor([[0.0001, 0.9998, 0.0001]])), target)
+    far = rps_loss(torch.log(torch.tensor([[0.0001, 0.0001, 0.9998]])), target)
+    assert float(far) > 1.9 * float(near)
+
+
+def test_certainty_hand_computed() -> None:
+    k = 11
+    assert certainty(np.eye(k)[3]) == pytest.approx(1.0)
+    assert certainty(np.full(k, 1 / k)) == pytest.approx(0.0, abs=1e-12)
+    p = np.zeros(k)
+    p[:2] = 0.5  # H = ln 2
+    assert certainty(p) == pytest.approx(1 - math.log(2) / math.log(11))
+
+
+def test_shapes_and_costs() -> None:
+    c, r, y = DefocusClassifier().eval(), ZernikeRegressor().eval(), YangNet().eval()
+    with torch.inference_mode():
+        assert c(torch.zeros(2, 1, 84, 84)).shape == (2, 11)
+        assert r(torch.zeros(2, 1, 128, 128)).shape == (2, 5)
+        assert y(torch.zeros(2, 1, 84, 84)).shape == (2, 11)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(y) > 20e6  # Yang et al.'s network is ~28 M parameters
+    assert n(c) < 0.01 * n(y)

@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from autofocus.errors import ModelWeightsError, UnknownNameError
+from autofocus.registry import load_card, load_model
+
+
+def test_loads_valid_weights(tiny_weights: Path) -> None:
+    model, card = load_model("classifier", tiny_weights)
+    assert card.name == "classifier"
+    assert not model.training
+    assert card.model_id.startswith("classifier-test-")
+
+
+def test_checksum_mismatch_is_refused(tiny_weights: Path) -> None:
+    pt = tiny_weights / "regressor.pt"
+    data = bytearray(pt.read_bytes())
+    data[-10] ^= 0xFF
+    pt.write_bytes(bytes(data))
+    with pytest.raises(ModelWeightsError, match="corrupted"):
+        load_model("regressor", tiny_weights)
+
+
+def test_missing_files(tmp_path: Path, tiny_weights: Path) -> None:
+    with pytest.raises(ModelWeightsError, match="missing"):
+        load_card("classifier", tmp_path)
+    (tiny_weights / "classifier.pt").unlink()
+    with pytest.raises(ModelWeightsError, match="missing"):
+        load_model("classifier", tiny_weights)
+    with pytest.raises(UnknownNameError):
+        load_model("resnet", tiny_weights)
+
+
+def test_invalid_card(tiny_weights: Path) -> None:
+    (tiny_weights / "classifier.json").write_text("{not json")
+    with pytest.raises(ModelWeightsError, match="invalid"):
+        load_card("classifier", tiny_weights)

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from autofocus.errors import InvalidFrameError
+from autofocus.tiling import TileGrid, extract_patches, normalise_patches, tile_starts
+
+
+@pytest.mark.parametrize("length", [84, 85, 100, 167, 168, 169, 512, 1000, 2048])
+@pytest.mark.parametrize("patch", [84, 128])
+def test_tiles_cover_every_pixel(length: int, patch: int) -> None:
+    if length < patch:
+        with pytest.raises(InvalidFrameError):
+            tile_starts(length, patch)
+        return
+    starts = tile_starts(length, patch)
+    assert starts[0] == 0 and starts[-1] == length - patch
+    assert starts.size == -(-length // patch)
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + patch] = True
+    assert covered.all()
+
+
+def test_grid_coverage_2d_and_extraction() -> None:
+    frame = np.arange(300 * 190, dtype=np.float32).reshape(300, 190)
+    grid = TileGrid.for_shape(frame.shape, 84)
+    assert grid.shape == (4, 3)
+    assert grid.coverage(frame.shape).min() >= 1
+    patches = extract_patches(frame, grid)
+    assert patches.shape == (12, 84, 84)
+    # last patch is the bottom-right corner exactly
+    np.testing.assert_array_equal(patches[-1], frame[-84:, -84:])
+    np.testing.assert_array_equal(patches[1], frame[:84, grid.xs[1] : grid.xs[1] + 84])
+
+
+def test_normalisation_is_gain_and_offset_invariant() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.poisson(50, size=(5, 84, 84)).astype(np.float32)
+    a, _ = normalise_patches(p)
+    b, _ = normalise_patches(p * 7.3 + 1234.0)
+    np.testing.assert_allclose(a, b, atol=2e-4)
+    assert np.allclose(a.mean(axis=(1, 2)), 0, atol=1e-5)
+    assert np.allclose(a.std(axis=(1, 2)), 1, atol=1e-4)
+
+
+def test_constant_patches_have_no_signal() -> None:
+    p = np.stack([np.full((84, 84), 65535.0), np.zeros((84, 84)), np.eye(84) * 3])
+    out, has = normalise_patches(p)
+    assert has.tolist() == [False, False, True]
+    assert np.all(out[:2] == 0)
