@@ -143,6 +143,79 @@ def train(
     typer.echo(f"wrote {output / (model + '.pt')} and {output / (model + '.json')}")
 
 
+@app.command()
+def score(
+    paths: Annotated[list[Path], typer.Argument(help="TIFF/PNG files or folders")],
+    csv_path: Annotated[Path, typer.Option("--csv", help="output CSV, one row per image")],
+    overlays: Annotated[Path | None, typer.Option(help="folder for annotated PNG overlays")] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="objective preset (gives |dz| in um)")
+    ] = None,
+) -> None:
+    """Score images: defocus level, certainties, verdict, blur score b, 11 probabilities."""
+    from rich.progress import Progress
+
+    from autofocus.imageio import iter_image_paths
+    from autofocus.optics import get_objective
+    from autofocus.scoring_cli import score_files
+
+    obj = get_objective(objective) if objective else None
+    files = list(iter_image_paths(paths))
+    with Progress(transient=True) as progress:
+        task = progress.add_task("scoring", total=len(files))
+        n = score_files(
+            files,
+            csv_path,
+            objective=obj,
+            overlays=overlays,
+            progress=lambda i: progress.update(task, completed=i),
+        )
+    typer.echo(f"scored {n} images -> {csv_path}")
+
+
+@app.command()
+def evaluate(
+    what: Annotated[str, typer.Argument(help="classifier, regressor or all")] = "all",
+    output: Annotated[Path, typer.Option(help="folder for evaluation.md/json and PNGs")] = Path(
+        "bench-results/evaluation"
+    ),
+    labelled: Annotated[
+        Path | None, typer.Option(help="CSV of file,level or file,in_focus to evaluate instead")
+    ] = None,
+    objective: Annotated[str | None, typer.Option(help="objective of the labelled images")] = None,
+    n_images: Annotated[int, typer.Option(min=10, help="held-out synthetic images")] = 600,
+    seeds_per_specimen: Annotated[int, typer.Option(min=1)] = 4,
+) -> None:
+    """Evaluate the shipped models on held-out synthetic data (or a labelled folder)."""
+    from autofocus.evaluation_cli import run_evaluation
+
+    if what not in ("classifier", "regressor", "all"):
+        raise typer.BadParameter("choose classifier, regressor or all", param_hint="WHAT")
+    md = run_evaluation(
+        what,
+        output,
+        labelled=labelled,
+        objective=objective,
+        n_images=n_images,
+        seeds_per_specimen=seeds_per_specimen,
+    )
+    typer.echo(md)
+
+
+@bench_app.command("scoring")
+def bench_scoring(
+    output: Annotated[Path, typer.Option(help="JSON results path")] = Path(
+        "bench-results/scoring.json"
+    ),
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+    repeats: Annotated[int, typer.Option(min=3)] = 15,
+) -> None:
+    """Full-frame scoring time (512 and 2048 px) vs Yang et al.'s network; peak memory."""
+    from autofocus.bench_scoring import run_scoring_benchmark
+
+    run_scoring_benchmark(output, threads=threads, repeats=repeats)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code instead of exiting."""
     import click

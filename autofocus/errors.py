@@ -17,6 +17,8 @@ __all__ = [
     "InvalidFrameError",
     "InvalidInputError",
     "ModelWeightsError",
+    "ProtocolError",
+    "RemoteError",
     "ReplayError",
     "ServiceError",
     "StageLimitError",
@@ -73,3 +75,32 @@ class ServiceError(AutofocusError):
 
 class AutofocusTimeoutError(ServiceError, TimeoutError):
     """A remote call did not answer within its timeout."""
+
+
+class ProtocolError(ServiceError, InvalidInputError):
+    """A service message is malformed or breaks the protocol.
+
+    ``code`` is the error code of the reply (``bad_message``, ``invalid_request``...);
+    ``request_id`` and ``cmd`` are filled in when the header could be read.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: str = "invalid_request",
+        *,
+        request_id: str | None = None,
+        cmd: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+        self.cmd = cmd
+
+
+class RemoteError(ServiceError):
+    """The service answered a request with an error reply (``code``, message)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"[{code}] {message}")
+        self.code = code

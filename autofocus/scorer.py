@@ -32,7 +32,7 @@ from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
 from autofocus.score import FocusScore, PatchGrid
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
-__all__ = ["LocalScorer"]
+__all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
 
 CLASSIFIER_PATCH = 84
 REGRESSOR_PATCH = 128
@@ -173,14 +173,10 @@ class LocalScorer:
         w = cert * tex_c * c_sig
         wsum = float(w.sum())
         determined = bool(textured_r.any()) and wsum >= self.min_weight
-        if wsum > 0:
-            probs = (w[:, None] * p).sum(0) / wsum
-        else:
-            probs = np.full(N_LEVELS, 1.0 / N_LEVELS)
+        probs = aggregate_distribution(p, w)
         levels = np.arange(N_LEVELS)
         expected = float((probs * levels).sum())
-        sel = w > 0
-        c_sel = cert[sel] if sel.any() else np.zeros(1)
+        c_mean, c_max, c_weighted = image_certainties(cert, w > 0)
         if textured_r.any():
             b = float(np.median(blur[textured_r]))
             spread = float(np.median(np.abs(blur[textured_r] - b)))
@@ -223,9 +219,9 @@ class LocalScorer:
             expected_level=expected,
             predicted_level=int(np.argmax(probs)),
             certainty_aggregate=float(certainty(probs)),
-            certainty_mean=float(c_sel.mean()),
-            certainty_max=float(c_sel.max()),
-            certainty_weighted=float((c_sel**2).sum() / max(c_sel.sum(), 1e-12)),
+            certainty_mean=c_mean,
+            certainty_max=c_max,
+            certainty_weighted=c_weighted,
             in_focus_probability=p_in,
             blur_px=b,
             blur_spread_px=spread,
@@ -238,6 +234,24 @@ class LocalScorer:
             classifier_patches=cgrid,
             regressor_patches=rgrid,
         )
+
+
+def aggregate_distribution(p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of patch distributions ``sum_i w_i p_i / sum_i w_i`` (uniform if all 0)."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = float(w.sum())
+    if total <= 0:
+        return np.full(p.shape[1], 1.0 / p.shape[1])
+    return (w[:, None] * np.asarray(p, dtype=np.float64)).sum(0) / total
+
+
+def image_certainties(cert: np.ndarray, used: np.ndarray) -> tuple[float, float, float]:
+    """Yang et al.'s image certainties over the used patches: mean, max and
+    ``weighted = sum c^2 / sum c``; zeros when no patch is used."""
+    c = np.asarray(cert, dtype=np.float64)[np.asarray(used, dtype=bool)]
+    if c.size == 0:
+        return 0.0, 0.0, 0.0
+    return float(c.mean()), float(c.max()), float((c**2).sum() / max(c.sum(), 1e-12))
 
 
 def _nearest_index(centres: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:

@@ -68,7 +68,7 @@ class DomainConfig:
     tilt_fraction: float = 0.1
     thick_fraction: float = 0.1
     defocus: Literal["classifier", "regressor"] = "classifier"
-    max_level: float = 13.0
+    max_level: float = 11.5
     """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
     max_blur_px: float = 100.0
     """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""

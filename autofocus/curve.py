@@ -1,0 +1,85 @@
+"""The calibrated blur-versus-defocus curve :class:`BlurCurve` (inverted Moffat + baseline).
+
+Model (``dz_um`` = stage z minus the z of best focus, micrometres; ``b`` in pixels)::
+
+    b(dz) = baseline_px - amplitude_px * (1 + ((dz - centre_um) / gamma_um)^2)^(-alpha)
+
+* ``b(centre) = baseline - amplitude`` is the minimum (best focus); far away ``b`` tends
+  to ``baseline`` (the regressor saturates where texture disappears).
+* Full width at half maximum of the (inverted) Moffat profile:
+  ``fwhm_um = 2 gamma sqrt(2^(1/alpha) - 1)``.
+* A stored calibration is *centred*: ``centre_um == 0``, so ``b_calib(z - z_focus)``
+  predicts the blur score at stage position ``z``.
+
+``residual_sd_px`` (the RMS residual of the calibration fit) is the blur-score noise the
+search uses to judge whether differences between samples are significant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["BlurCurve"]
+
+
+class BlurCurve(BaseModel):
+    """Inverted Moffat profile plus a constant baseline (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    baseline_px: float = Field(description="b far from focus (saturation level), px")
+    amplitude_px: float = Field(gt=0, description="depth of the dip: baseline - b(focus), px")
+    centre_um: float = Field(default=0.0, description="dz of the minimum, um")
+    gamma_um: float = Field(gt=0, description="Moffat core width, um")
+    alpha: float = Field(gt=0, description="Moffat power index (astropy's 'alpha')")
+    residual_sd_px: float = Field(default=0.0, ge=0, description="fit residual RMS, px")
+    dz_range_um: tuple[float, float] | None = Field(
+        default=None, description="calibrated dz interval (relative to the centre), um"
+    )
+
+    @field_validator("baseline_px", "centre_um")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    @property
+    def fwhm_um(self) -> float:
+        """``2 gamma sqrt(2^(1/alpha) - 1)``."""
+        return 2.0 * self.gamma_um * math.sqrt(2.0 ** (1.0 / self.alpha) - 1.0)
+
+    @property
+    def min_px(self) -> float:
+        """The blur score at best focus, ``baseline - amplitude``."""
+        return self.baseline_px - self.amplitude_px
+
+    def __call__(self, dz_um: Any) -> Any:
+        """``b(dz)`` for a scalar or an array of defocus values (um)."""
+        x = (np.asarray(dz_um, dtype=np.float64) - self.centre_um) / self.gamma_um
+        b = self.baseline_px - self.amplitude_px * (1.0 + x * x) ** (-self.alpha)
+        return float(b) if np.ndim(b) == 0 else b
+
+    def slope(self, dz_um: Any) -> Any:
+        """``db/dz`` (px per um), for the search's expansion and tests."""
+        x = (np.asarray(dz_um, dtype=np.float64) - self.centre_um) / self.gamma_um
+        d = (
+            self.amplitude_px
+            * self.alpha
+            * 2.0
+            * x
+            * (1.0 + x * x) ** (-self.alpha - 1.0)
+            / self.gamma_um
+        )
+        return float(d) if np.ndim(d) == 0 else d
+
+    def centred(self) -> BlurCurve:
+        """The same curve shifted so that its minimum is at ``dz = 0``."""
+        rng = self.dz_range_um
+        if rng is not None:
+            rng = (rng[0] - self.centre_um, rng[1] - self.centre_um)
+        return self.model_copy(update={"centre_um": 0.0, "dz_range_um": rng})

@@ -1,0 +1,127 @@
+"""``autofocus evaluate``: runs the evaluations and writes markdown, JSON and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from autofocus.evaluation import (
+    evaluate_classifier_synthetic,
+    evaluate_invariance,
+    evaluate_labelled_folder,
+    invariance_table,
+    plot_confusion,
+    plot_curves,
+    write_reports,
+)
+from autofocus.reporting import markdown_table
+
+__all__ = ["run_evaluation"]
+
+
+def run_evaluation(
+    what: str,
+    out_dir: Path,
+    *,
+    labelled: Path | None = None,
+    objective: str | None = None,
+    n_images: int = 600,
+    seeds_per_specimen: int = 4,
+    scorer: Any = None,
+) -> str:
+    from rich.progress import Progress
+
+    from autofocus.optics import get_objective
+    from autofocus.scorer import LocalScorer
+
+    sc = scorer or LocalScorer()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {"model_version": sc.model_version}
+    md = [f"# Evaluation of {sc.model_version}\n"]
+    if labelled is not None:
+        figs = evaluate_labelled_folder(
+            sc, labelled, get_objective(objective) if objective else None
+        )
+        payload["labelled"] = figs
+        md.append(
+            markdown_table(
+                ["figure", "value"],
+                [[k, v] for k, v in figs.items() if not isinstance(v, list | dict)],
+            )
+        )
+        write_reports(out_dir, payload, "\n".join(md))
+        return "\n".join(md)
+    with Progress(transient=True) as progress:
+        if what in ("classifier", "all"):
+            t = progress.add_task("classifier: held-out images", total=n_images)
+            figs, rows = evaluate_classifier_synthetic(
+                sc, n_images=n_images, progress=lambda i, n: progress.update(t, completed=i)
+            )
+            payload["classifier"] = figs
+            payload["classifier_rows"] = rows
+            plot_confusion(figs["confusion_matrix"], out_dir / "confusion_matrix.png")
+            md.append("## Classifier (held-out synthetic images, full scoring pipeline)\n")
+            keys = [
+                "n_images",
+                "n_undetermined",
+                "exact_accuracy",
+                "within_one_accuracy",
+                "out_of_focus_precision",
+                "out_of_focus_recall",
+                "in_out_f1",
+            ]
+            md.append(markdown_table(["figure", "value"], [[k, figs[k]] for k in keys]))
+            md.append("\nPer specimen (held out from training: microtubules):\n")
+            md.append(
+                markdown_table(
+                    ["specimen", "n", "within one", "exact", "F1 in/out"],
+                    [
+                        [
+                            k,
+                            v["n_images"],
+                            v["within_one_accuracy"],
+                            v["exact_accuracy"],
+                            v["in_out_f1"],
+                        ]
+                        for k, v in figs["per_specimen"].items()
+                    ],
+                )
+            )
+            md.append("\nCertainty calibration:\n")
+            md.append(
+                markdown_table(
+                    ["certainty bin", "n", "exact accuracy", "within one"],
+                    [
+                        [
+                            f"{c['bin'][0]:.1f}-{c['bin'][1]:.1f}",
+                            c["n"],
+                            c["accuracy"],
+                            c["within_one"],
+                        ]
+                        for c in figs["certainty_calibration"]
+                    ],
+                )
+            )
+        if what in ("regressor", "all"):
+            total = 6 * seeds_per_specimen
+            t = progress.add_task("blur score vs metrics: through-focus series", total=total)
+            results, detail = evaluate_invariance(
+                sc,
+                seeds_per_specimen=seeds_per_specimen,
+                progress=lambda i, n: progress.update(t, completed=i),
+            )
+            payload["invariance"] = results
+            payload["invariance_setup"] = {
+                "objective": detail["objective"],
+                "z_dof": detail["z_dof"],
+                "specimens": detail["labels"],
+            }
+            plot_curves(detail, results, out_dir / "score_vs_z.png")
+            md.append(
+                f"\n## Blur score b vs classic metrics ({detail['objective']}, "
+                f"{len(detail['labels'])} specimens)\n"
+            )
+            md.append(invariance_table(results))
+    text = "\n".join(md)
+    write_reports(out_dir, payload, text)
+    return text

@@ -1,0 +1,101 @@
+"""Scorer pipeline tests with tiny random weights (the shipped models are tested in
+test_shipped_models.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autofocus.errors import InvalidFrameError
+from autofocus.optics import N_LEVELS, get_objective
+from autofocus.score import FocusScore
+from autofocus.scorer import LocalScorer
+
+
+@pytest.fixture
+def scorer(tiny_weights: Path) -> LocalScorer:
+    return LocalScorer(weights_dir=str(tiny_weights))
+
+
+def test_score_fields_and_patch_grids(scorer: LocalScorer) -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.poisson(200, size=(300, 200)).astype(np.uint16)
+    s = scorer.score(frame, get_objective("10X"), with_patches=True)
+    assert isinstance(s, FocusScore)
+    assert s.probabilities.shape == (N_LEVELS,)
+    assert s.probabilities.sum() == pytest.approx(1.0)
+    assert s.classifier_patches is not None and s.regressor_patches is not None
+    assert s.classifier_patches.values["level"].shape == (4, 3)
+    assert s.regressor_patches.values["blur_px"].shape == (3, 2)
+    assert s.verdict in ("in_focus", "out_of_focus", "undetermined")
+    d = s.to_dict(with_patches=True)
+    back = FocusScore.from_dict(d)
+    np.testing.assert_allclose(back.probabilities, s.probabilities)
+    assert back.verdict == s.verdict
+
+
+def test_constant_frames_are_undetermined(scorer: LocalScorer) -> None:
+    for frame in (
+        np.zeros((256, 256), np.uint16),
+        np.full((256, 256), 65535, np.uint16),
+        np.full((100, 100), 7.5, np.float32),
+    ):
+        s = scorer.score(frame)
+        assert s.verdict == "undetermined"
+        assert np.isnan(s.blur_px)
+        assert s.textured_fraction == 0.0
+        assert s.abs_dz_um is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.full((128, 128), np.nan, np.float32),
+        np.zeros((128, 128, 3), np.uint8),
+        np.zeros((4, 128, 128), np.uint16),
+        np.zeros((83, 200), np.uint16),
+        np.zeros((128, 128), bool),
+        np.zeros((128, 128), complex),
+        "not an image",
+    ],
+)
+def test_bad_frames_raise_typed_errors(scorer: LocalScorer, bad: object) -> None:
+    with pytest.raises(InvalidFrameError):
+        scorer.score(bad)  # type: ignore[arg-type]
+
+
+def test_small_frame_and_batch_agree(scorer: LocalScorer) -> None:
+    rng = np.random.default_rng(3)
+    frames = [
+        rng.poisson(100, size=(84, 84)).astype(np.uint16),
+        rng.poisson(100, size=(400, 260)).astype(np.uint16),
+    ]
+    batch = scorer.score_batch(frames)
+    singles = [scorer.score(f) for f in frames]
+    for a, b in zip(batch, singles, strict=True):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+        assert a.verdict == b.verdict
+
+
+def test_gain_offset_invariance_of_the_verdict(scorer: LocalScorer) -> None:
+    rng = np.random.default_rng(5)
+    base = rng.poisson(300, size=(256, 256)).astype(np.float64)
+    a = scorer.score(base.astype(np.uint16))
+    b = scorer.score((base * 3.0 + 500).astype(np.uint16))
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+    assert a.blur_px == pytest.approx(b.blur_px, rel=1e-3, nan_ok=True)
+
+
+def test_aggregation_formulas_hand_computed() -> None:
+    from autofocus.scorer import aggregate_distribution, image_certainties
+
+    p = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.2, 0.3, 0.5]])
+    w = np.array([3.0, 1.0, 0.0])  # third patch (e.g. background) carries no weight
+    np.testing.assert_allclose(aggregate_distribution(p, w), [0.75, 0.125, 0.125])
+    np.testing.assert_allclose(aggregate_distribution(p, np.zeros(3)), [1 / 3] * 3)
+    c = np.array([0.9, 0.3, 0.6])
+    mean, mx, weighted = image_certainties(c, np.array([True, True, False]))
+    assert mean == pytest.approx(0.6)
+    assert mx == pytest.approx(0.9)
+    assert weighted == pytest.approx((0.81 + 0.09) / 1.2)
+    assert image_certainties(c, np.zeros(3, bool)) == (0.0, 0.0, 0.0)
