@@ -136,7 +136,7 @@ def train(
         for k, v in {"n_fields": n_fields, "n_eval_fields": n_eval_fields, "epochs": epochs}.items()
         if v is not None
     }
-    recipe = replace(recipe, **changes)
+    recipe = replace(recipe, **changes)  # type: ignore[arg-type]
     logging.getLogger("autofocus").setLevel(logging.INFO)
     card = run_training(recipe, output, command=default_command())
     typer.echo(json.dumps(card["evaluation"], indent=2))

@@ -29,7 +29,7 @@ import numpy as np
 
 from autofocus.errors import InvalidFrameError
 from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
-from autofocus.score import FocusScore, PatchGrid
+from autofocus.score import FocusScore, PatchGrid, Verdict
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
@@ -184,6 +184,7 @@ class LocalScorer:
         else:
             b = spread = ast = float("nan")
         p_in = float(probs[: self.in_focus_max_level + 1].sum())
+        verdict: Verdict
         if not determined:
             verdict = "undetermined"
         else:

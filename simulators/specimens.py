@@ -101,9 +101,14 @@ class SpecimenPatch:
 class Specimen(Protocol):
     """Anything that can produce a :class:`SpecimenPatch` for a field of view."""
 
-    name: str
-    kind: _Kind
-    seed: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> _Kind: ...
+
+    @property
+    def seed(self) -> int: ...
 
     def patch(
         self, x0_um: float, y0_um: float, shape: tuple[int, int], pixel_size_um: float

@@ -65,8 +65,9 @@ class DomainConfig:
     gain_range: tuple[float, float] = (0.2, 5.0)
     offset_adu_range: tuple[float, float] = (0.0, 1000.0)
     saturation_fraction: float = 0.05
-    tilt_fraction: float = 0.1
-    thick_fraction: float = 0.1
+    thick_fraction: float = 0.08
+    """share of thick (multi-layer) specimens, 0.5-1.5 DOF thick, labelled by their
+    mid-plane.  Tilted surfaces are not used: the label is one defocus per field."""
     defocus: Literal["classifier", "regressor"] = "classifier"
     max_level: float = 11.5
     """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
@@ -133,13 +134,10 @@ def _sample_blur_px(rng: np.random.Generator, cfg: DomainConfig, obj: Objective)
     return float(rng.uniform(0.0, hi))
 
 
-def _specimen_options(rng: np.random.Generator, cfg: DomainConfig) -> dict:
+def _specimen_options(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> dict:
     opts: dict = {"density": _log_uniform(rng, 0.3, 2.5)}
-    if rng.random() < cfg.tilt_fraction:
-        opts["tilt_x_um_per_um"] = float(rng.normal(0, 0.01))
-        opts["tilt_y_um_per_um"] = float(rng.normal(0, 0.01))
     if rng.random() < cfg.thick_fraction:
-        opts["thickness_um"] = float(rng.uniform(1.0, 6.0))
+        opts["thickness_um"] = float(rng.uniform(0.5, 1.5)) * obj.dof_um
         opts["n_layers"] = int(rng.integers(2, 4))
     return opts
 
@@ -174,7 +172,7 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
     spec_seed = int(rng.integers(0, 2**31 - 1)) % (EVAL_SEED_OFFSET - 1)
     if seed >= EVAL_SEED_OFFSET:
         spec_seed += EVAL_SEED_OFFSET
-    specimen = make_specimen(name, seed=spec_seed, **_specimen_options(rng, cfg))
+    specimen = make_specimen(name, seed=spec_seed, **_specimen_options(rng, cfg, obj))
     x_um, y_um = (float(v) for v in rng.uniform(-2000, 2000, size=2))
     s = cfg.field_px
     signal = render_field(specimen, obj, dz, x_um, y_um, (s, s), ab)

@@ -25,7 +25,7 @@ __all__ = ["PatchSet", "build_patchset"]
 class PatchSet:
     """Raw camera patches and their labels (row i of every array is patch i)."""
 
-    patches: np.ndarray  # (N, s, s) float32 raw ADU
+    patches: np.ndarray  # (N, s, s) uint16 raw camera ADU
     level: np.ndarray  # (N,) continuous level of the field
     cls: np.ndarray  # (N,) int class 0..10
     blur_px: np.ndarray  # (N,)
@@ -63,7 +63,7 @@ def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
             rows["field"].append(start + k)
             rows["pixel_size_um"].append(fs.objective.pixel_size_um)
     return PatchSet(
-        patches=np.stack(rows["patches"]).astype(np.float32),
+        patches=np.stack(rows["patches"]).astype(np.uint16),
         level=np.asarray(rows["level"], np.float32),
         cls=np.asarray(rows["cls"], np.int64),
         blur_px=np.asarray(rows["blur_px"], np.float32),
