@@ -56,14 +56,17 @@ def run_render_benchmark(
         spec = make_specimen(name, seed=0)
         for size in sizes:
             shape = (size, size)
-            t_spec = _median_s(lambda: spec.patch(0.0, 0.0, shape, obj.pixel_size_um), repeats)
-            signal = render_field(spec, obj, dz_um, 0.0, 0.0, shape)
-            t_render = _median_s(lambda: render_field(spec, obj, dz_um, 0.0, 0.0, shape), repeats)
-            t_noise = _median_s(lambda: cam.expose(signal, rng), repeats)
-            t_snap = _median_s(
-                lambda: cam.expose(render_field(spec, obj, dz_um, 0.0, 0.0, shape), rng), repeats
+            def snap_signal(sp=spec, sh=shape):
+                return render_field(sp, obj, dz_um, 0.0, 0.0, sh)
+
+            signal = snap_signal()
+            t_spec = _median_s(
+                lambda sp=spec, sh=shape: sp.patch(0.0, 0.0, sh, obj.pixel_size_um), repeats
             )
-            t_gauss = _median_s(lambda: ndimage.gaussian_filter(signal, 3.0), repeats)
+            t_render = _median_s(snap_signal, repeats)
+            t_noise = _median_s(lambda sig=signal: cam.expose(sig, rng), repeats)
+            t_snap = _median_s(lambda: cam.expose(snap_signal(), rng), repeats)
+            t_gauss = _median_s(lambda sig=signal: ndimage.gaussian_filter(sig, 3.0), repeats)
             rows.append({
                 "specimen": name, "size": f"{size}x{size}",
                 "specimen_ms": 1e3 * t_spec, "render_ms": 1e3 * t_render,
