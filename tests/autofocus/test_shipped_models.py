@@ -1,0 +1,108 @@
+"""The shipped weights: present, small, loadable, and they behave on simulated data."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autofocus.optics import get_objective
+from autofocus.registry import MODEL_NAMES, load_card, sha256_file
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "autofocus" / "weights"
+MAX_BYTES = 4_000_000
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from autofocus.scorer import LocalScorer
+
+    return LocalScorer()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_weights_and_cards_ship_small_and_consistent(name: str) -> None:
+    pt = WEIGHTS / f"{name}.pt"
+    assert pt.is_file() and pt.stat().st_size < MAX_BYTES
+    card = load_card(name)
+    assert card.sha256 == sha256_file(pt)
+    assert card.training["command"].startswith("autofocus train " + name)
+    assert card.training["recipe"]["seed"] == card.data["train_seed"]
+    assert card.evaluation  # evaluation figures recorded
+
+
+def test_weights_are_in_the_built_wheel(tmp_path: Path) -> None:
+    repo = WEIGHTS.parents[1]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(tmp_path.glob("*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in MODEL_NAMES:
+        assert f"autofocus/weights/{name}.pt" in names
+        assert f"autofocus/weights/{name}.json" in names
+    assert "simulators/demo.cfg" in names
+
+
+def _series(specimen: str, objective: str, levels: np.ndarray, seed: int = 11):
+    from simulators.camera import CameraModel
+    from simulators.series import render_series
+    from simulators.specimens import make_specimen
+
+    obj = get_objective(objective)
+    dz = obj.level_to_dz_um(levels)
+    return obj, render_series(
+        make_specimen(specimen, seed=10**9 + seed),
+        obj,
+        dz,
+        shape=(256, 256),
+        camera=CameraModel(),
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("specimen", ["nuclei", "calibration_slide", "microtubules"])
+def test_level_ordering_through_focus(scorer, specimen: str) -> None:
+    levels = np.arange(0, 11, 2.0)
+    obj, series = _series(specimen, "20X", levels)
+    scores = scorer.score_batch(list(series.frames), obj)
+    expected = np.array([s.expected_level for s in scores])
+    assert all(s.determined for s in scores[:4])
+    # monotone (non-decreasing up to a small tolerance) and close to the truth
+    assert np.all(np.diff(expected) > -0.5), expected
+    assert abs(expected[0] - levels[0]) <= 1.0 and abs(expected[3] - levels[3]) <= 1.5
+    b = np.array([s.blur_px for s in scores[:4]])
+    assert np.all(np.diff(b) > 0), b
+    assert scores[0].verdict == "in_focus" and scores[3].verdict == "out_of_focus"
+
+
+def test_blank_and_noise_frames_are_undetermined(scorer) -> None:
+    rng = np.random.default_rng(0)
+    flat = rng.poisson(500, size=(512, 512)).astype(np.uint16) + 100  # shot noise only
+    for frame in (flat, np.zeros((512, 512), np.uint16), np.full((300, 300), 65535, np.uint16)):
+        s = scorer.score(frame, get_objective("10X"))
+        assert s.verdict == "undetermined", s
+        assert s.abs_dz_um is None
+
+
+def test_cards_are_json(tmp_path: Path) -> None:
+    for name in MODEL_NAMES:
+        json.loads((WEIGHTS / f"{name}.json").read_text())
