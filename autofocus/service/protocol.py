@@ -57,7 +57,7 @@ __all__ = [
     "parse_reply",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Literal[1] = 1
 MAX_HEADER_BYTES = 64 * 1024
 """Largest accepted JSON header in bytes."""
 MAX_SIDE_PX = 65536
@@ -92,6 +92,7 @@ ErrorCode = Literal[
     "session_expired",
     "session_busy",
     "search_failed",
+    "calibration_error",  # a calibration that does not apply (other blur model...)
     "busy",  # queue or session table full; retry later
     "shutting_down",
     "internal",
@@ -265,7 +266,7 @@ def decode_request(
             f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}", "unknown_command", **ctx
         )
     try:
-        req = _REQUEST.validate_python(head)
+        req: Any = _REQUEST.validate_python(head)
     except ValidationError as exc:
         raise ProtocolError(_summarise(exc), "invalid_request", **ctx) from None
     payload = _buffer(parts[1]) if len(parts) == 2 else None
@@ -310,7 +311,7 @@ def encode_pixels(frame: np.ndarray) -> tuple[str, list[int], memoryview]:
             f"dtype {arr.dtype} cannot be sent; use one of {', '.join(DTYPES)}", "invalid_request"
         )
     arr = np.ascontiguousarray(arr, dtype=DTYPES[name])
-    return name, list(arr.shape), memoryview(arr).cast("B")
+    return name, list(arr.shape), arr.data.cast("B")
 
 
 def encode_reply(
