@@ -1,0 +1,853 @@
+"""The few-image autofocus search (DeepFocus, seed 003, done right).
+
+:class:`FocusSearch` is a synchronous state machine, one object per autofocus: ask it
+:meth:`~FocusSearch.next_z_um`, image there, hand the score back with
+:meth:`~FocusSearch.observe`, repeat until ``next_z_um()`` is ``None``, then read
+:attr:`~FocusSearch.result`.  :func:`find_focus` drives it with a ``measure(z_um)``
+callable and applies the failure policy.  Nothing here touches hardware.
+
+Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FWHM``)
+--------------------------------------------------------------------------------
+1. Image ``z1`` (the start) and ``z1 - h``, ``z1 + h`` with ``h = k FWHM`` (``k =
+   bracket_fwhm``, 2 by default), capped at ``max_bracket_range_frac`` times the
+   calibrated half-range (the curve is only known there), shifted as a whole to stay
+   inside the soft limits.
+2. Convexity test (:func:`convexity_test`): the minimum is bracketed when the lowest
+   determined sample is interior and its dip below the lower of the highest samples
+   on either side exceeds ``min_depth_sd`` noise SDs, and the least-squares parabola
+   through the lowest sample and its two neighbours in z (far samples of a V-shaped,
+   saturating curve would bend any parabola the wrong way) opens upwards with its
+   vertex inside them and a coefficient of determination *of b* above the line's by
+   ``min_r2_gain``: ``R^2 = 1 - sum (b - b_fit)^2 / sum (b - mean b)^2`` (waived for a
+   dip above twice the noise threshold).
+3. Not bracketed: golden-ratio expansion downhill, ``z_new = z_end + phi (z_end -
+   z_next)`` (``phi = 1.618``, at least ``h``), or - with ``model_jump`` - to just past
+   the estimate matched on the unbracketed samples; clipped to the soft limits.  At a
+   limit the matched estimate between the last sample and the limit is imaged once;
+   then the search fails ("minimum beyond the soft limit").
+4. Bracketed: least-squares match (:func:`match_curve`) of the samples against
+   ``g B(z - z*) + c`` over ``z*`` (a dense grid over the sampled span, then a bounded
+   scalar refinement), with the gain ``g`` and offset ``c`` solved in closed form for
+   each ``z*`` under weak Gaussian priors (``g ~ 1 +/- gain_prior_sd``, ``c ~ 0 +/-
+   offset_prior_frac * amplitude``) and ``g`` clipped to ``gain_bounds``.
+   The confidence is ``1 / (1 + (rms / good_match_sd)^2) * 1 / (1 + (sigma_z /
+   precision)^2)`` with ``rms`` the normalised residual and ``sigma_z`` the ``z*``
+   uncertainty from the curvature of the misfit (``Delta chi^2 = 1``).
+5. Poor confidence: add a golden-section point in the larger half of the bracket
+   around the lowest sample and refit, up to ``max_images``.
+6. Per ROI: with per-patch blur scores (``FocusScore.regressor_patches``), every
+   textured patch is matched on its own and the estimates are combined by a median
+   after rejecting outliers beyond 3 scaled MADs; too few ROIs -> the frame median.
+7. The final position is the matched estimate ``z*`` (never just the best sample),
+   clipped to the soft limits.  Empty fields (no texture) -> ``undetermined``, no move.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from autofocus.curve import BlurCurve
+from autofocus.errors import (
+    FocusSearchError,
+    HardwareError,
+    InvalidInputError,
+    StageLimitError,
+)
+from autofocus.score import FocusScore
+
+__all__ = [
+    "ConvexityResult",
+    "FocusResult",
+    "FocusSearch",
+    "MatchResult",
+    "SearchConfig",
+    "convexity_test",
+    "find_focus",
+    "match_curve",
+]
+
+logger = logging.getLogger(__name__)
+
+PHI = (1.0 + math.sqrt(5.0)) / 2.0
+"""Golden ratio (bracket expansion factor)."""
+GOLDEN_FRACTION = 2.0 - PHI
+"""0.381966...: golden-section step as a fraction of the larger bracket half."""
+
+Status = Literal["converged", "undetermined", "failed"]
+
+
+class SearchConfig(BaseModel):
+    """Settings of one autofocus search (frozen; keyword-only)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    z_limits_um: tuple[float, float] = Field(
+        default=(-math.inf, math.inf), description="soft limits of the focus drive, um"
+    )
+    bracket_fwhm: float = Field(default=2.0, gt=0, le=10, description="k in z1 +/- k FWHM")
+    max_bracket_half_width_um: float | None = Field(default=None, gt=0)
+    max_bracket_range_frac: float = Field(
+        default=0.5, gt=0, le=2, description="bracket half-width cap, x calibrated half-range"
+    )
+    min_images: int = Field(default=3, ge=3, le=100)
+    max_images: int = Field(default=8, ge=3, le=100)
+    min_r2_gain: float = Field(default=0.1, ge=0, le=1)
+    min_depth_sd: float = Field(default=3.0, ge=0)
+    noise_floor_px: float = Field(default=0.25, gt=0, description="lowest b noise SD used")
+    grid_points: int = Field(default=401, ge=21, le=20001)
+    gain_bounds: tuple[float, float] = (0.5, 2.0)
+    gain_prior_sd: float = Field(default=0.25, gt=0)
+    offset_prior_frac: float = Field(default=0.25, gt=0)
+    good_match_sd: float = Field(default=3.0, gt=0)
+    precision_um: float | None = Field(
+        default=None,
+        gt=0,
+        description="z* uncertainty counted as good [default min(FWHM, calibrated half-range)/20]",
+    )
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    per_roi: bool = True
+    roi_min_texture: float = Field(default=0.5, ge=0, le=1)
+    min_rois: int = Field(default=3, ge=1)
+    confirm: bool = Field(default=False, description="one extra image at z* to check it")
+    model_jump: bool = Field(
+        default=True, description="expand towards the curve-matched estimate, not blindly"
+    )
+    on_failure: Literal["raise", "warn", "keep_last"] = "warn"
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        lo, hi = self.z_limits_um
+        if math.isnan(lo) or math.isnan(hi) or not lo < hi:
+            raise ValueError(f"z_limits_um must be (low, high) with low < high, got {lo}, {hi}")
+        if self.min_images > self.max_images:
+            raise ValueError("min_images must not exceed max_images")
+        g0, g1 = self.gain_bounds
+        if not 0 < g0 <= 1 <= g1:
+            raise ValueError("gain_bounds must satisfy 0 < low <= 1 <= high")
+        return self
+
+
+@dataclass(frozen=True)
+class FocusResult:
+    """Outcome of one autofocus.
+
+    ``z_um`` is where the stage should go (inside the soft limits): the matched
+    estimate when converged, the start when undetermined or under ``keep_last``.
+    ``trace`` holds every imaged ``(z_um, b_px)`` in order (``b`` NaN when
+    undetermined); ``z_estimate_um`` is the matched estimate even when not applied.
+    """
+
+    z_um: float
+    images_used: int
+    trace: tuple[tuple[float, float], ...]
+    confidence: float
+    status: Status
+    reason: str
+    z_start_um: float
+    z_estimate_um: float | None = None
+    bracketed: bool = False
+    n_rois: int = 0
+    roi_spread_um: float | None = None
+    gain: float | None = None
+    offset_px: float | None = None
+    compute_s: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["trace"] = [[z, None if not math.isfinite(b) else b] for z, b in self.trace]
+        return d
+
+
+# ----------------------------------------------------------------- building blocks
+@dataclass(frozen=True)
+class ConvexityResult:
+    """Whether samples bracket a minimum (see :func:`convexity_test`)."""
+
+    bracketed: bool
+    r2_linear: float
+    r2_quadratic: float
+    curvature: float
+    vertex_um: float | None
+    depth_px: float
+    reason: str
+
+
+def _r2(b: np.ndarray, fit: np.ndarray) -> float:
+    ss_tot = float(np.sum((b - b.mean()) ** 2))
+    if ss_tot <= 0:
+        return 0.0
+    return 1.0 - float(np.sum((b - fit) ** 2)) / ss_tot
+
+
+def convexity_test(
+    z_um: Sequence[float] | np.ndarray,
+    b_px: Sequence[float] | np.ndarray,
+    *,
+    noise_sd_px: float = 0.0,
+    min_r2_gain: float = 0.1,
+    min_depth_sd: float = 3.0,
+    window: int | None = None,
+) -> ConvexityResult:
+    """Is the minimum of ``b(z)`` bracketed by these samples?
+
+    Fits ``b`` (not ``z``) with a line and a parabola by least squares over z (centred
+    and scaled for conditioning) and compares their ``R^2`` computed on ``b``.  The
+    minimum is bracketed when all of these hold: the lowest sample is interior; its
+    dip ``min(max b left, max b right) - b_min`` exceeds ``min_depth_sd * noise_sd_px``;
+    the parabola opens upwards (``a > 0``) with its vertex inside the sampled span; and
+    ``R^2_quadratic - R^2_linear >= min_r2_gain`` (waived when the dip exceeds twice
+    the noise threshold: uneven spacing can make three clearly bracketing samples
+    nearly collinear).  ``window``: fit the polynomials to
+    the lowest sample and its ``window`` nearest neighbours in z on each side only
+    (``None``: all samples); the dip is always measured against all samples.
+    """
+    z = np.asarray(z_um, dtype=np.float64)
+    b = np.asarray(b_px, dtype=np.float64)
+    if z.shape != b.shape or z.ndim != 1:
+        raise InvalidInputError("z_um and b_px must be 1-D arrays of one length")
+    if z.size < 3:
+        raise InvalidInputError(f"the convexity test needs >= 3 samples, got {z.size}")
+    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(b))):
+        raise InvalidInputError("the convexity test needs finite samples")
+    order = np.argsort(z)
+    z, b = z[order], b[order]
+    if float(z[-1] - z[0]) <= 0:
+        raise InvalidInputError("the samples must cover more than one z")
+    m = int(np.argmin(b))
+    depth = 0.0
+    if 0 < m < b.size - 1:
+        depth = float(min(b[:m].max(), b[m + 1 :].max()) - b[m])
+    z_all = z
+    if window is not None:
+        w0, w1 = max(0, m - window), min(z.size, m + window + 1)
+        if w1 - w0 < 3:
+            w0, w1 = (0, 3) if w0 == 0 else (z.size - 3, z.size)
+        z, b = z[w0:w1], b[w0:w1]
+    span = float(z[-1] - z[0])
+    u = (z - z.mean()) / span
+    lin = np.polyval(np.polyfit(u, b, 1), u)
+    quad_c = np.polyfit(u, b, 2)
+    quad = np.polyval(quad_c, u)
+    r2_lin, r2_quad = _r2(b, lin), _r2(b, quad)
+    a = float(quad_c[0]) / span**2
+    vertex = None
+    if quad_c[0] != 0:
+        vertex = float(-quad_c[1] / (2 * quad_c[0]) * span + z.mean())
+
+    def res(ok: bool, why: str) -> ConvexityResult:
+        return ConvexityResult(ok, r2_lin, r2_quad, a, vertex, depth, why)
+
+    if m == 0 or m == z_all.size - 1:
+        side = "low" if m == 0 else "high"
+        return res(False, f"lowest blur at the {side}-z end of the samples")
+    if depth <= min_depth_sd * noise_sd_px:
+        return res(False, f"dip {depth:.3g} px is within the noise ({noise_sd_px:.3g} px SD)")
+    if a <= 0 or vertex is None or not z[0] < vertex < z[-1]:
+        return res(False, "the quadratic fit does not open upwards inside the samples")
+    if r2_quad - r2_lin < min_r2_gain and depth <= 2 * min_depth_sd * noise_sd_px:
+        return res(False, f"quadratic R^2 {r2_quad:.3f} is not above linear R^2 {r2_lin:.3f}")
+    return res(True, "minimum bracketed")
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Best shift ``z*`` (um) of the calibration curve onto samples, per column of b."""
+
+    z_um: np.ndarray
+    gain: np.ndarray
+    offset_px: np.ndarray
+    chi2: np.ndarray
+    rms_norm: np.ndarray
+    sigma_z_um: np.ndarray
+    n_points: np.ndarray
+
+
+@dataclass
+class _MatchSetup:
+    curve: BlurCurve
+    noise_sd_px: float
+    gain_bounds: tuple[float, float]
+    gain_prior_sd: float
+    offset_prior_px: float
+
+
+def _solve(
+    bb: np.ndarray, w: np.ndarray, b: np.ndarray, s: _MatchSetup
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-form gain/offset for model values ``bb`` (G, P) against b, w (P, R).
+
+    Minimises ``sum w (b - g B - c)^2 / s^2 + (g - 1)^2 / sg^2 + c^2 / sc^2`` for each
+    of the G candidate shifts and R columns; returns g, c, chi2 (data part) and the
+    full objective, each (G, R).
+    """
+    inv_s2 = 1.0 / s.noise_sd_px**2
+    ig, ic = 1.0 / s.gain_prior_sd**2, 1.0 / s.offset_prior_px**2
+    wb = w * b
+    swbb = (w * b * b).sum(0)[None, :] * inv_s2  # (1, R)
+    s_b2 = (bb * bb) @ w * inv_s2  # (G, R)
+    s_b = bb @ w * inv_s2
+    s_bb = bb @ wb * inv_s2
+    s_1 = w.sum(0)[None, :] * inv_s2
+    s_y = wb.sum(0)[None, :] * inv_s2
+    a11, a12, a22 = s_b2 + ig, s_b, s_1 + ic
+    r1, r2 = s_bb + ig, s_y
+    det = a11 * a22 - a12 * a12
+    det = np.where(det > 0, det, np.inf)
+    g = (r1 * a22 - a12 * r2) / det
+    g = np.clip(g, *s.gain_bounds)
+    c = (r2 - g * s_b) / a22
+    chi2 = swbb - 2 * g * s_bb - 2 * c * s_y + g * g * s_b2 + 2 * g * c * s_b + c * c * s_1
+    chi2 = np.maximum(chi2, 0.0)
+    obj = chi2 + (g - 1.0) ** 2 * ig + c * c * ic
+    return g, c, chi2, obj
+
+
+def match_curve(
+    z_um: Sequence[float] | np.ndarray,
+    b_px: Sequence[float] | np.ndarray,
+    curve: BlurCurve,
+    *,
+    z_grid_um: np.ndarray | None = None,
+    noise_sd_px: float | None = None,
+    gain_bounds: tuple[float, float] = (0.5, 2.0),
+    gain_prior_sd: float = 0.25,
+    offset_prior_frac: float = 0.25,
+    grid_points: int = 401,
+    refine: bool = True,
+) -> MatchResult:
+    """Least-squares shift of ``curve`` onto samples: ``b_i ~ g B(z_i - z*) + c``.
+
+    ``b_px`` is ``(P,)`` or ``(P, R)`` (one column per ROI; NaN = no sample).  For every
+    candidate ``z*`` on ``z_grid_um`` (default: ``grid_points`` over the sampled span)
+    the gain and offset are solved in closed form (see the module docstring); the
+    best grid point is then refined: by a bounded scalar minimisation for a single
+    column, by the vertex of a parabola through the grid neighbours for several.
+    ``sigma_z_um = 1 / sqrt(a)`` from the misfit's curvature ``a`` at the minimum.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(z_um, dtype=np.float64)
+    b = np.asarray(b_px, dtype=np.float64)
+    squeeze = b.ndim == 1
+    if squeeze:
+        b = b[:, None]
+    if b.ndim != 2 or b.shape[0] != z.size or z.ndim != 1:
+        raise InvalidInputError("b_px must be (P,) or (P, R) with P = len(z_um)")
+    if not np.all(np.isfinite(z)):
+        raise InvalidInputError("z_um must be finite")
+    curve = curve.centred()
+    w = np.isfinite(b).astype(np.float64)
+    b = np.where(w > 0, b, 0.0)
+    sd = max(curve.residual_sd_px, 1e-6) if noise_sd_px is None else float(noise_sd_px)
+    setup = _MatchSetup(
+        curve, sd, gain_bounds, gain_prior_sd, offset_prior_frac * curve.amplitude_px
+    )
+    if z_grid_um is None:
+        z_grid_um = np.linspace(z.min(), z.max(), grid_points)
+    grid = np.asarray(z_grid_um, dtype=np.float64)
+    bb = curve(z[None, :] - grid[:, None])  # (G, P)
+    _g, _c, _chi2, obj = _solve(bb, w, b, setup)
+    k = np.argmin(obj, axis=0)  # (R,)
+    cols = np.arange(b.shape[1])
+    z_best = grid[k].copy()
+    step = float(grid[1] - grid[0]) if grid.size > 1 else 1.0
+    # curvature of the objective (chi2 units) around the grid minimum
+    kl, kr = np.clip(k - 1, 0, grid.size - 1), np.clip(k + 1, 0, grid.size - 1)
+    o0, ol, orr = obj[k, cols], obj[kl, cols], obj[kr, cols]
+    curv = (ol + orr - 2 * o0) / (2 * step * step)
+    interior = (k > 0) & (k < grid.size - 1) & (curv > 0)
+    if refine and squeeze:
+        lo, hi = grid[kl[0]], grid[kr[0]]
+        if hi > lo:
+
+            def f(zs: float) -> float:
+                row = curve(z - zs)[None, :]
+                return float(_solve(row, w, b, setup)[3][0, 0])
+
+            opt = minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+            if opt.fun <= o0[0]:
+                z_best[0] = float(opt.x)
+    elif refine:
+        shift = np.where(interior, (ol - orr) / (4 * np.where(curv > 0, curv, 1) * step), 0.0)
+        z_best = z_best + np.clip(shift, -step, step)
+    row = curve(z[None, :] - z_best[:, None])  # (R, P)
+    gf, cf, chi2f, _ = _solve_rows(row, w, b, setup)
+    n = w.sum(0)
+    sigma = np.where(curv > 0, 1.0 / np.sqrt(np.maximum(curv, 1e-300)), np.inf)
+    return MatchResult(
+        z_um=z_best,
+        gain=gf,
+        offset_px=cf,
+        chi2=chi2f,
+        rms_norm=np.sqrt(chi2f / np.maximum(n, 1)),
+        sigma_z_um=sigma,
+        n_points=n.astype(int),
+    )
+
+
+def _solve_rows(
+    rows: np.ndarray, w: np.ndarray, b: np.ndarray, s: _MatchSetup
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`_solve` but with one model row per column (R, P) -> (R,) each."""
+    out = [_solve(rows[r][None, :], w[:, r : r + 1], b[:, r : r + 1], s) for r in range(len(rows))]
+    return tuple(np.array([o[i][0, 0] for o in out]) for i in range(4))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------- the state machine
+@dataclass
+class _Obs:
+    z_um: float
+    b_px: float
+    roi_b: np.ndarray | None  # flattened per-patch b, NaN where untextured
+
+
+@dataclass
+class _State:
+    pending: list[float] = field(default_factory=list)
+    obs: list[_Obs] = field(default_factory=list)
+    result: FocusResult | None = None
+    confirmed: bool = False
+    compute_s: float = 0.0
+
+
+class FocusSearch:
+    """One autofocus, step by step (see the module docstring for the algorithm).
+
+    ``calibration`` is a :class:`~autofocus.curve.BlurCurve` or anything with a
+    ``curve`` attribute holding one (a stored calibration).
+    """
+
+    def __init__(
+        self, z_start_um: float, calibration: Any, config: SearchConfig | None = None
+    ) -> None:
+        t0 = time.perf_counter()
+        self.config = config or SearchConfig()
+        curve = getattr(calibration, "curve", calibration)
+        if not isinstance(curve, BlurCurve):
+            raise InvalidInputError(
+                f"calibration must be a BlurCurve or have a .curve, got {type(calibration)!r}"
+            )
+        self.curve = curve.centred()
+        z0 = _finite(z_start_um, "z_start_um")
+        lo, hi = self.config.z_limits_um
+        if not lo <= z0 <= hi:
+            raise StageLimitError(
+                f"start z = {z0:g} um is outside the soft limits [{lo:g}, {hi:g}] um"
+            )
+        self.z_start_um = z0
+        self.noise_sd_px = max(self.curve.residual_sd_px, self.config.noise_floor_px)
+        h = self.config.bracket_fwhm * self.curve.fwhm_um
+        if self.config.max_bracket_half_width_um is not None:
+            h = min(h, self.config.max_bracket_half_width_um)
+        if self.curve.dz_range_um is not None:  # stay where the calibration has data
+            r_lo, r_hi = self.curve.dz_range_um
+            h = min(h, max(min(-r_lo, r_hi), 0.0) * self.config.max_bracket_range_frac or h)
+        h = min(h, (hi - lo) / 2)
+        self.half_width_um = h
+        scale = self.curve.fwhm_um
+        if self.curve.dz_range_um is not None:
+            scale = min(scale, max(-self.curve.dz_range_um[0], self.curve.dz_range_um[1]))
+        self.precision_um = self.config.precision_um or scale / 20
+        # the start first (the paper's z1), then the bracket ends, all inside the limits
+        a, c = z0 - h, z0 + h
+        if a < lo:
+            a, c = lo, lo + 2 * h
+        if c > hi:
+            a, c = hi - 2 * h, hi
+        mid = z0 if a < z0 < c else (a + c) / 2
+        self._s = _State(pending=[mid, a, c])
+        self._s.compute_s += time.perf_counter() - t0
+
+    # ---- public protocol -------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._s.result is not None
+
+    @property
+    def images_used(self) -> int:
+        return len(self._s.obs)
+
+    def next_z_um(self) -> float | None:
+        """Where to image next, or ``None`` when the search has finished."""
+        t0 = time.perf_counter()
+        try:
+            while self._s.result is None and not self._s.pending:
+                self._decide()
+            if self._s.result is not None:
+                return None
+            return self._s.pending[0]
+        finally:
+            self._s.compute_s += time.perf_counter() - t0
+
+    def observe(self, z_um: float, score: float | FocusScore) -> None:
+        """Record the blur score measured at ``z_um`` (a float b in px, or a FocusScore).
+
+        A NaN score or an undetermined :class:`FocusScore` counts as an empty field.
+        """
+        t0 = time.perf_counter()
+        if self._s.result is not None:
+            raise FocusSearchError("this search has finished; start a new FocusSearch")
+        z = _finite(z_um, "z_um")
+        lo, hi = self.config.z_limits_um
+        if not lo <= z <= hi:
+            raise StageLimitError(f"observed z = {z:g} um lies outside the soft limits")
+        b, roi = _parse_score(score, self.config.roi_min_texture)
+        if self._s.pending and abs(self._s.pending[0] - z) <= 1e-6 * max(1.0, abs(z)):
+            self._s.pending.pop(0)
+        elif self._s.pending:
+            logger.debug("observed z %.4f differs from requested %.4f", z, self._s.pending[0])
+            self._s.pending.pop(0)
+        self._s.obs.append(_Obs(z, b, roi))
+        self._s.compute_s += time.perf_counter() - t0
+
+    def abort(self, reason: str) -> FocusResult:
+        """Finish now as failed (e.g. a hardware error), keeping the start position."""
+        if self._s.result is None:
+            self._finish("failed", reason, z=self.z_start_um, estimate=None)
+        assert self._s.result is not None
+        return self._s.result
+
+    @property
+    def result(self) -> FocusResult:
+        if self._s.result is None:
+            raise FocusSearchError("the search has not finished; call next_z_um() until None")
+        return self._s.result
+
+    # ---- decisions ---------------------------------------------------------------
+    def _valid(self) -> tuple[np.ndarray, np.ndarray, list[_Obs]]:
+        good = [o for o in self._s.obs if math.isfinite(o.b_px)]
+        good.sort(key=lambda o: o.z_um)
+        z = np.array([o.z_um for o in good], dtype=np.float64)
+        b = np.array([o.b_px for o in good], dtype=np.float64)
+        return z, b, good
+
+    def _finish(
+        self,
+        status: Status,
+        reason: str,
+        *,
+        z: float,
+        estimate: float | None,
+        confidence: float = 0.0,
+        bracketed: bool = False,
+        n_rois: int = 0,
+        roi_spread: float | None = None,
+        gain: float | None = None,
+        offset: float | None = None,
+    ) -> None:
+        lo, hi = self.config.z_limits_um
+        self._s.result = FocusResult(
+            z_um=float(min(max(z, lo), hi)),
+            images_used=len(self._s.obs),
+            trace=tuple((o.z_um, o.b_px) for o in self._s.obs),
+            confidence=float(confidence),
+            status=status,
+            reason=reason,
+            z_start_um=self.z_start_um,
+            z_estimate_um=estimate,
+            bracketed=bracketed,
+            n_rois=n_rois,
+            roi_spread_um=roi_spread,
+            gain=gain,
+            offset_px=offset,
+            compute_s=self._s.compute_s,
+        )
+
+    def _can_image(self) -> bool:
+        return len(self._s.obs) < self.config.max_images
+
+    def _new_z(self, z_new: float, z_list: np.ndarray) -> bool:
+        """Queue ``z_new`` unless it duplicates a sample; returns whether queued."""
+        tol = 1e-3 * max(self.precision_um, 1e-6)
+        all_z = np.array([o.z_um for o in self._s.obs])
+        if all_z.size and np.min(np.abs(all_z - z_new)) <= tol:
+            return False
+        self._s.pending.append(float(z_new))
+        return True
+
+    def _decide(self) -> None:
+        cfg = self.config
+        z, b, good = self._valid()
+        n_bad = len(self._s.obs) - len(good)
+        if len(good) == 0:
+            self._finish(
+                "undetermined",
+                "no texture in the field (every image undetermined); not moving",
+                z=self.z_start_um,
+                estimate=None,
+            )
+            return
+        if len(good) < 3:
+            if not self._can_image():
+                self._finish(
+                    "undetermined",
+                    f"only {len(good)} of {len(self._s.obs)} images had texture",
+                    z=self.z_start_um,
+                    estimate=None,
+                )
+                return
+            # replace missing samples half-way between the best sample and empty ones
+            best = good[int(np.argmin([o.b_px for o in good]))].z_um
+            empties = [o.z_um for o in self._s.obs if not math.isfinite(o.b_px)]
+            target = min(empties, key=lambda e: abs(e - best))
+            if not self._new_z((best + target) / 2, z):
+                self._finish(
+                    "undetermined", "too few images with texture", z=self.z_start_um, estimate=None
+                )
+            logger.debug("%d undetermined images; sampling closer", n_bad)
+            return
+        conv = convexity_test(
+            z,
+            b,
+            window=1,
+            noise_sd_px=self.noise_sd_px,
+            min_r2_gain=cfg.min_r2_gain,
+            min_depth_sd=cfg.min_depth_sd,
+        )
+        if not conv.bracketed:
+            self._expand(z, b, conv)
+            return
+        self._match_and_maybe_refine(z, b, good)
+
+    def _expand(self, z: np.ndarray, b: np.ndarray, conv: ConvexityResult) -> None:
+        lo, hi = self.config.z_limits_um
+        m = int(np.argmin(b))
+        if m == 0:
+            direction = -1
+        elif m == z.size - 1:
+            direction = 1
+        else:  # flat or shallow: go towards the lower end
+            direction = -1 if b[0] <= b[-1] else 1
+        end = 0 if direction < 0 else z.size - 1
+        nbr = 1 if direction < 0 else z.size - 2
+        step = max(PHI * abs(z[end] - z[nbr]), self.half_width_um)
+        z_new = z[end] + direction * step
+        if self.config.model_jump:
+            # the calibration says how far downhill focus is: land just beyond it
+            est = self._best_effort(z, b)
+            if (est - z[end]) * direction > 0:
+                z_new = est + direction * self.half_width_um / 2
+        z_new = min(max(z_new, lo), hi)
+        limit = lo if direction < 0 else hi
+        at_limit = abs(z[end] - limit) <= 1e-9 * max(1.0, abs(limit))
+        if at_limit and self._can_image():
+            # focus may still lie between the last samples and the limit: look there once
+            est = self._best_effort(z, b)
+            inner = z[nbr]
+            gap = np.min(np.abs(z - est))
+            if min(inner, limit) < est < max(inner, limit) and gap > 0.05 * self.precision_um:
+                self._new_z(est, z)
+                return
+        if at_limit or not self._can_image():
+            why = (
+                f"minimum lies beyond the soft limit {limit:g} um"
+                if self._can_image()
+                else f"no bracket after {len(self._s.obs)} images ({conv.reason})"
+            )
+            est = self._best_effort(z, b)
+            self._finish("failed", why, z=est, estimate=est)
+            return
+        if not self._new_z(z_new, z):
+            self._finish(
+                "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
+            )
+
+    def _best_effort(self, z: np.ndarray, b: np.ndarray) -> float:
+        """Unbracketed estimate: match over the sampled span widened by 2 FWHM."""
+        lo, hi = self.config.z_limits_um
+        w = 2 * self.curve.fwhm_um
+        grid = np.linspace(max(z.min() - w, lo), min(z.max() + w, hi), self.config.grid_points)
+        r = self._match(z, b[:, None], grid, refine=False)
+        return float(r.z_um[0])
+
+    def _match(self, z: np.ndarray, b: np.ndarray, grid: np.ndarray, refine: bool) -> MatchResult:
+        cfg = self.config
+        return match_curve(
+            z,
+            b,
+            self.curve,
+            z_grid_um=grid,
+            noise_sd_px=self.noise_sd_px,
+            gain_bounds=cfg.gain_bounds,
+            gain_prior_sd=cfg.gain_prior_sd,
+            offset_prior_frac=cfg.offset_prior_frac,
+            refine=refine,
+        )
+
+    def _match_and_maybe_refine(self, z: np.ndarray, b: np.ndarray, good: list[_Obs]) -> None:
+        cfg = self.config
+        grid = np.linspace(z[0], z[-1], cfg.grid_points)
+        glob = self._match(z, b, grid, refine=True)
+        z_glob = float(glob.z_um[0])
+        conf = (1.0 / (1.0 + (float(glob.rms_norm[0]) / cfg.good_match_sd) ** 2)) * (
+            1.0 / (1.0 + (float(glob.sigma_z_um[0]) / self.precision_um) ** 2)
+        )
+        z_est, n_rois, spread = z_glob, 0, None
+        if cfg.per_roi:
+            roi = self._roi_estimate(z, good, grid)
+            if roi is not None:
+                z_est, n_rois, spread = roi
+        if conf < cfg.min_confidence and self._can_image():
+            if self._golden_point(z, b):
+                return
+        if len(self._s.obs) < cfg.min_images and self._can_image() and self._golden_point(z, b):
+            return
+        if cfg.confirm and not self._s.confirmed and self._can_image():
+            self._s.confirmed = True
+            lo, hi = cfg.z_limits_um
+            if self._new_z(min(max(z_est, lo), hi), z):
+                return
+        reason = "matched calibration curve"
+        if conf < cfg.min_confidence:
+            reason = f"maximum image count reached with low confidence {conf:.2f}"
+        self._finish(
+            "converged",
+            reason,
+            z=z_est,
+            estimate=z_est,
+            confidence=conf,
+            bracketed=True,
+            n_rois=n_rois,
+            roi_spread=spread,
+            gain=float(glob.gain[0]),
+            offset=float(glob.offset_px[0]),
+        )
+
+    def _roi_estimate(
+        self, z: np.ndarray, good: list[_Obs], grid: np.ndarray
+    ) -> tuple[float, int, float] | None:
+        rois = [o.roi_b for o in good]
+        if any(r is None for r in rois):
+            return None
+        sizes = {r.size for r in rois if r is not None}
+        if len(sizes) != 1:
+            return None
+        bm = np.stack(rois)  # (P, R)
+        keep = np.isfinite(bm).sum(0) >= 3
+        if keep.sum() < self.config.min_rois:
+            return None
+        bm = bm[:, keep]
+        # an ROI must itself bracket: finite samples on both sides of its lowest one
+        r = self._match(z, bm, grid, refine=True)
+        est = r.z_um[np.isfinite(r.sigma_z_um)]
+        if est.size < self.config.min_rois:
+            return None
+        med = float(np.median(est))
+        mad = 1.4826 * float(np.median(np.abs(est - med)))
+        inl = est[np.abs(est - med) <= 3 * max(mad, 1e-9)] if mad > 0 else est
+        return float(np.median(inl)), int(est.size), mad
+
+    def _golden_point(self, z: np.ndarray, b: np.ndarray) -> bool:
+        """Queue a golden-section point in the larger half around the lowest sample."""
+        m = int(np.argmin(b))
+        m = min(max(m, 1), z.size - 2)
+        left, right = z[m] - z[m - 1], z[m + 1] - z[m]
+        if right >= left:
+            z_new = z[m] + GOLDEN_FRACTION * right
+        else:
+            z_new = z[m] - GOLDEN_FRACTION * left
+        return self._new_z(z_new, z)
+
+
+# ----------------------------------------------------------------- driver
+def find_focus(
+    measure: Callable[[float], float | FocusScore],
+    z_start_um: float,
+    calibration: Any,
+    config: SearchConfig | None = None,
+) -> FocusResult:
+    """Run a :class:`FocusSearch` with ``measure(z_um) -> b or FocusScore``.
+
+    ``measure`` images at ``z_um`` (moving the stage is its business) and may raise
+    :class:`~autofocus.errors.HardwareError`; the search then stops as failed.
+    Failure policy (``config.on_failure``) for a result that is not converged:
+    ``raise`` -> :class:`~autofocus.errors.FocusSearchError` (``.result`` attached);
+    ``warn`` -> a warning is logged and ``z_um`` is the best-effort estimate (the start
+    for an undetermined field or a hardware error); ``keep_last`` -> ``z_um`` is the
+    start position (the stage goes back where it was).
+    """
+    cfg = config or SearchConfig()
+    search = FocusSearch(z_start_um, calibration, cfg)
+    hw_error: HardwareError | None = None
+    while (z := search.next_z_um()) is not None:
+        try:
+            score = measure(z)
+        except HardwareError as exc:
+            hw_error = exc
+            search.abort(f"hardware error at z = {z:g} um: {exc}")
+            break
+        search.observe(z, score)
+    res = search.result
+    if res.status == "converged":
+        logger.info(
+            "autofocus: z %.3f -> %.3f um, %d images, confidence %.2f, %.1f ms compute",
+            res.z_start_um,
+            res.z_um,
+            res.images_used,
+            res.confidence,
+            res.compute_s * 1e3,
+        )
+        return res
+    if cfg.on_failure == "raise":
+        err = FocusSearchError(f"autofocus {res.status}: {res.reason}")
+        err.result = res  # type: ignore[attr-defined]
+        raise err from hw_error
+    if cfg.on_failure == "keep_last" or res.status == "undetermined" or hw_error is not None:
+        res = _with_z(res, res.z_start_um)
+    if cfg.on_failure == "warn":
+        logger.warning("autofocus %s: %s; stage to z = %.3f um", res.status, res.reason, res.z_um)
+    return res
+
+
+def _with_z(res: FocusResult, z: float) -> FocusResult:
+    from dataclasses import replace
+
+    return replace(res, z_um=float(z))
+
+
+# ----------------------------------------------------------------- helpers
+def _finite(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(v):
+        raise InvalidInputError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _parse_score(score: Any, min_texture: float) -> tuple[float, np.ndarray | None]:
+    """(b, per-ROI b or None) from a float or a FocusScore; NaN b = undetermined."""
+    if isinstance(score, FocusScore):
+        if not score.determined:
+            return math.nan, None
+        b = float(score.blur_px)
+        roi = None
+        grid = score.regressor_patches
+        if grid is not None and "blur_px" in grid.values:
+            vals = np.asarray(grid.values["blur_px"], dtype=np.float64).ravel()
+            tex = grid.values.get("texture")
+            if tex is not None:
+                vals = np.where(
+                    np.asarray(tex, dtype=np.float64).ravel() >= min_texture, vals, np.nan
+                )
+            roi = vals
+        return (b if math.isfinite(b) else math.nan), roi
+    if isinstance(score, bool) or not isinstance(score, (int, float, np.floating, np.integer)):
+        raise InvalidInputError(
+            f"measure must return a float blur score or a FocusScore, got {type(score)!r}"
+        )
+    b = float(score)
+    return (b if math.isfinite(b) else math.nan), None

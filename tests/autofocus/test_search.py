@@ -1,0 +1,344 @@
+"""The few-image autofocus search: convexity test, matching, expansion, limits, policies."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from focus_oracle import OracleScorer, make_score, oracle_b
+
+from autofocus.curve import BlurCurve
+from autofocus.errors import FocusSearchError, HardwareError, InvalidInputError, StageLimitError
+from autofocus.search import (
+    FocusSearch,
+    SearchConfig,
+    convexity_test,
+    find_focus,
+    match_curve,
+)
+
+K = 1.0  # px of blur per um (oracle slope)
+CURVE = BlurCurve(baseline_px=62.0, amplitude_px=60.0, gamma_um=30.0, alpha=0.6, residual_sd_px=0.3)
+
+
+def _calibrated_curve() -> BlurCurve:
+    from calibration.fit import fit_blur_curve
+
+    dz = np.arange(-90.0, 90.5, 3.0)
+    return fit_blur_curve(dz, oracle_b(dz, K)).curve
+
+
+@pytest.fixture(scope="module")
+def curve() -> BlurCurve:
+    return _calibrated_curve()
+
+
+# ------------------------------------------------------------------ convexity
+def test_convexity_v_shape_is_bracketed() -> None:
+    r = convexity_test([-10, 0, 10], [10, 1, 9], noise_sd_px=0.3)
+    assert r.bracketed
+    assert r.r2_quadratic == pytest.approx(1.0)
+    assert r.r2_linear < 0.1
+    assert r.curvature > 0 and -10 < r.vertex_um < 10
+
+
+def test_convexity_r2_is_computed_on_b() -> None:
+    z = np.array([0.0, 1.0, 2.0, 3.0])
+    b = np.array([5.0, 2.0, 2.5, 6.0])
+    r = convexity_test(z, b, noise_sd_px=0.1)
+    fit = np.polyval(np.polyfit(z, b, 1), z)
+    expected = 1 - np.sum((b - fit) ** 2) / np.sum((b - b.mean()) ** 2)
+    assert r.r2_linear == pytest.approx(expected)
+    assert r.bracketed
+
+
+@pytest.mark.parametrize(
+    ("z", "b", "why"),
+    [
+        ([-10, 0, 10], [9, 5, 1], "end"),  # monotone: lowest at an end
+        ([-10, 0, 10], [5.0, 4.9, 5.1], "noise"),  # dip within noise
+        ([0, 1, 2, 3, 4], [9, 7, 5, 3, 1], "end"),
+    ],
+)
+def test_convexity_rejects(z: list[float], b: list[float], why: str) -> None:
+    r = convexity_test(z, b, noise_sd_px=0.3)
+    assert not r.bracketed
+    assert why in r.reason
+
+
+def test_convexity_rejects_nearly_linear_with_tiny_dip() -> None:
+    # interior minimum that beats the noise, but the data is essentially a line
+    z = np.linspace(0, 10, 6)
+    b = 10 - z + np.array([0, 0, 0, 0, -4.0, 0]) * 0 + np.array([0, 0, 0, 0, 0, 1.5])
+    b[4] = b[5] - 1.4  # a dip at the second-last point
+    r = convexity_test(z, b, noise_sd_px=0.1, min_r2_gain=0.2)
+    assert not r.bracketed
+
+
+def test_convexity_bad_input() -> None:
+    with pytest.raises(InvalidInputError):
+        convexity_test([0, 1], [1, 2])
+    with pytest.raises(InvalidInputError):
+        convexity_test([0, 1, 2], [1, math.nan, 2])
+
+
+# ------------------------------------------------------------------ matching
+def test_match_recovers_shift_gain_offset() -> None:
+    z = np.array([-40.0, -15.0, 0.0, 12.0, 35.0])
+    b = 1.3 * CURVE(z - 4.2) + 2.5
+    r = match_curve(z, b, CURVE, noise_sd_px=0.05, gain_prior_sd=100, offset_prior_frac=100)
+    assert r.z_um[0] == pytest.approx(4.2, abs=0.02)
+    assert r.gain[0] == pytest.approx(1.3, abs=0.01)
+    assert r.offset_px[0] == pytest.approx(2.5, abs=0.1)
+    assert r.rms_norm[0] < 0.1
+
+
+def test_match_gain_offset_matters() -> None:
+    # without the gain/offset terms a brighter specimen would bias an asymmetric bracket
+    z = np.array([-50.0, -10.0, 30.0])
+    b = 0.7 * CURVE(z - 6.0) + 8.0
+    free = match_curve(z, b, CURVE, noise_sd_px=0.1, gain_prior_sd=100, offset_prior_frac=100)
+    tight = match_curve(
+        z, b, CURVE, noise_sd_px=0.1, gain_bounds=(1.0, 1.0), offset_prior_frac=1e-6
+    )
+    assert abs(free.z_um[0] - 6.0) < 0.1
+    assert abs(tight.z_um[0] - 6.0) > 5 * abs(free.z_um[0] - 6.0)
+
+
+def test_match_per_roi_columns_with_missing() -> None:
+    z = np.array([-30.0, 0.0, 30.0, 10.0])
+    shifts = np.array([-3.0, 0.0, 2.5])
+    b = np.stack([CURVE(z - s) for s in shifts], axis=1)
+    b[3, 1] = np.nan  # one ROI lost texture in one image
+    r = match_curve(z, b, CURVE, noise_sd_px=0.05)
+    np.testing.assert_allclose(r.z_um, shifts, atol=0.1)
+    assert list(r.n_points) == [4, 3, 4]
+
+
+# ------------------------------------------------------------------ find_focus (synthetic)
+def _measure(z_true: float, gain: float = 1.0, offset: float = 0.0, noise: float = 0.2, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def measure(z: float) -> float:
+        return float(oracle_b(z - z_true, K) * gain + offset + rng.normal(0, noise))
+
+    return measure
+
+
+@pytest.mark.parametrize("start_offset", [-45.0, -20.0, -3.0, 4.0, 25.0, 48.0])
+def test_find_focus_reaches_focus_from_both_sides(curve: BlurCurve, start_offset: float) -> None:
+    z_true = 12.0
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    res = find_focus(_measure(z_true, 1.1, 0.8), z_true + start_offset, curve, cfg)
+    assert res.status == "converged"
+    assert abs(res.z_um - z_true) < 1.0
+    assert res.images_used <= cfg.max_images
+    # the final position is the matched estimate, not a sampled z
+    assert res.z_um == res.z_estimate_um
+    assert min(abs(z - res.z_um) for z, _ in res.trace) > 1e-6
+
+
+def test_search_state_machine_protocol(curve: BlurCurve) -> None:
+    s = FocusSearch(0.0, curve, SearchConfig(z_limits_um=(-200, 200)))
+    m = _measure(5.0)
+    first = s.next_z_um()
+    assert first == 0.0  # z1 is the start
+    n = 0
+    while (z := s.next_z_um()) is not None:
+        s.observe(z, m(z))
+        n += 1
+    assert s.result.images_used == n
+    with pytest.raises(FocusSearchError):
+        s.observe(0.0, 1.0)
+
+
+def test_result_before_finish_is_an_error(curve: BlurCurve) -> None:
+    s = FocusSearch(0.0, curve)
+    with pytest.raises(FocusSearchError):
+        _ = s.result
+
+
+# ------------------------------------------------------------------ limits and expansion
+def test_expansion_towards_soft_limit_never_exceeds_it(curve: BlurCurve) -> None:
+    lims = (-60.0, 60.0)
+    requested: list[float] = []
+    m = _measure(55.0)
+
+    def measure(z: float) -> float:
+        requested.append(z)
+        return m(z)
+
+    res = find_focus(measure, -50.0, curve, SearchConfig(z_limits_um=lims, model_jump=False))
+    assert all(lims[0] <= z <= lims[1] for z in requested)
+    assert lims[0] <= res.z_um <= lims[1]
+    assert res.status == "converged"
+    assert abs(res.z_um - 55.0) < 1.5
+
+
+def test_focus_beyond_soft_limit_fails_inside_limits(curve: BlurCurve) -> None:
+    lims = (-50.0, 50.0)
+    requested: list[float] = []
+    m = _measure(140.0)
+
+    def measure(z: float) -> float:
+        requested.append(z)
+        return m(z)
+
+    res = find_focus(measure, 0.0, curve, SearchConfig(z_limits_um=lims, on_failure="warn"))
+    assert res.status == "failed"
+    assert "limit" in res.reason or "bracket" in res.reason
+    assert all(lims[0] <= z <= lims[1] for z in requested)
+    assert lims[0] <= res.z_um <= lims[1]
+    assert 50.0 in requested  # the expansion went up to the limit, not beyond
+
+
+def test_golden_expansion_steps_grow(curve: BlurCurve) -> None:
+    cfg = SearchConfig(
+        z_limits_um=(-1000, 1000), model_jump=False, max_bracket_half_width_um=5, max_images=12
+    )
+    s = FocusSearch(0.0, curve, cfg)
+    m = _measure(-80.0)
+    zs = []
+    while (z := s.next_z_um()) is not None:
+        s.observe(z, m(z))
+        zs.append(z)
+    # expansion points head downhill (towards -80) with golden-ratio growing steps
+    expansion = [z for z in zs[3:] if z < -5.0]
+    assert len(expansion) >= 2
+    steps = -np.diff([-5.0, *expansion[:3]])
+    assert np.all(steps > 0)
+    assert steps[1] / steps[0] == pytest.approx(1.618, rel=0.05)
+    assert abs(s.result.z_um + 80.0) < 2.0
+
+
+def test_start_outside_limits_is_refused(curve: BlurCurve) -> None:
+    with pytest.raises(StageLimitError):
+        FocusSearch(100.0, curve, SearchConfig(z_limits_um=(-10, 10)))
+
+
+# ------------------------------------------------------------------ empty fields, NaN, hardware
+def test_empty_field_is_undetermined_and_does_not_move(curve: BlurCurve) -> None:
+    res = find_focus(lambda z: math.nan, 3.0, curve, SearchConfig(on_failure="warn"))
+    assert res.status == "undetermined"
+    assert res.z_um == 3.0
+    assert res.images_used == 3
+
+
+def test_undetermined_focus_score_counts_as_empty(curve: BlurCurve) -> None:
+    res = find_focus(lambda z: make_score(math.nan), 0.0, curve, SearchConfig())
+    assert res.status == "undetermined"
+
+
+def test_undetermined_raises_under_raise_policy(curve: BlurCurve) -> None:
+    with pytest.raises(FocusSearchError) as info:
+        find_focus(lambda z: math.nan, 0.0, curve, SearchConfig(on_failure="raise"))
+    assert info.value.result.status == "undetermined"  # type: ignore[attr-defined]
+
+
+def test_bad_measure_type(curve: BlurCurve) -> None:
+    with pytest.raises(InvalidInputError):
+        find_focus(lambda z: "sharp", 0.0, curve)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize("policy", ["raise", "warn", "keep_last"])
+def test_hardware_error_follows_policy(curve: BlurCurve, policy: str) -> None:
+    calls = []
+
+    def measure(z: float) -> float:
+        calls.append(z)
+        if len(calls) == 2:
+            raise HardwareError("stage refused the move")
+        return 5.0
+
+    cfg = SearchConfig(on_failure=policy)  # type: ignore[arg-type]
+    if policy == "raise":
+        with pytest.raises(FocusSearchError) as info:
+            find_focus(measure, 1.0, curve, cfg)
+        assert isinstance(info.value.__cause__, HardwareError)
+    else:
+        res = find_focus(measure, 1.0, curve, cfg)
+        assert res.status == "failed"
+        assert res.z_um == 1.0
+        assert "hardware" in res.reason
+
+
+def test_keep_last_returns_start_on_failure(curve: BlurCurve) -> None:
+    res = find_focus(
+        _measure(400.0), 0.0, curve, SearchConfig(z_limits_um=(-50, 50), on_failure="keep_last")
+    )
+    assert res.status == "failed"
+    assert res.z_um == 0.0
+
+
+# ------------------------------------------------------------------ per ROI
+def test_per_roi_median_rejects_an_outlier_region(curve: BlurCurve) -> None:
+    z_true = 7.0
+    rng = np.random.default_rng(1)
+
+    def measure(z: float):
+        roi = oracle_b(np.full((3, 3), z - z_true), K) + rng.normal(0, 0.2, (3, 3))
+        roi[0, 0] = float(oracle_b(z - z_true - 30.0, K))  # a debris particle 30 um off
+        roi[2, 2] = np.nan  # an empty corner
+        return make_score(float(np.nanmedian(roi)), roi)
+
+    res = find_focus(measure, -20.0, curve, SearchConfig(z_limits_um=(-300, 300)))
+    assert res.status == "converged"
+    assert res.n_rois == 8
+    assert abs(res.z_um - z_true) < 1.0
+
+
+# ------------------------------------------------------------------ on the simulator
+def test_find_focus_on_simulator_oracle_both_sides() -> None:
+    """Virtual microscope through CoreMicroscope, scored by the ground-truth oracle."""
+    from autofocus.microscope import CoreMicroscope, autofocus_on
+    from simulators.core import create_demo_core, get_virtual_microscope, unload
+
+    core = create_demo_core(sensor_shape=(64, 64), seed=0, objective="10X", focus_z_um=10.0)
+    try:
+        vm = get_virtual_microscope(core)
+        obj = vm.objective
+        k = 2 * math.tan(obj.half_angle_rad) / obj.pixel_size_um
+        dz = np.arange(-120.0, 120.1, obj.dof_um / 2)
+        from calibration.fit import fit_blur_curve
+
+        cal = fit_blur_curve(dz, oracle_b(dz, k)).curve
+        scope = CoreMicroscope(core, objective=obj)
+        scorer = OracleScorer(vm, noise_px=0.2)
+        for start in (10.0 - 6 * obj.dof_um, 10.0 + 6 * obj.dof_um):
+            scope.set_z_um(start)
+            res = autofocus_on(scope, scorer, cal, SearchConfig())
+            assert res.status == "converged"
+            assert abs(scope.get_z_um() - vm.true_focus_um()) < obj.dof_um / 4
+    finally:
+        unload(core)
+
+
+_WEIGHTS = Path(__file__).resolve().parents[2] / "autofocus" / "weights" / "regressor.pt"
+
+
+@pytest.mark.skipif(not _WEIGHTS.is_file(), reason="trained weights autofocus/weights/ absent")
+def test_find_focus_on_simulator_real_scorer_both_sides() -> None:
+    from autofocus.microscope import CoreMicroscope, autofocus_on
+    from autofocus.scorer import LocalScorer
+    from calibration.wizard import calibrate
+    from simulators.core import create_demo_core, get_virtual_microscope, unload
+
+    core = create_demo_core(
+        specimen="calibration_slide", sensor_shape=(256, 256), objective="10X", focus_z_um=0.0
+    )
+    try:
+        vm = get_virtual_microscope(core)
+        obj = vm.objective
+        scope = CoreMicroscope(core, objective=obj)
+        scorer = LocalScorer()
+        cal = calibrate(scope, scorer, obj, range_um=10 * obj.dof_um, step_um=obj.dof_um / 2)
+        vm.set_specimen("tissue", seed=3)
+        for start in (-5 * obj.dof_um, 5 * obj.dof_um):
+            scope.set_z_um(start)
+            res = autofocus_on(scope, scorer, cal, SearchConfig())
+            assert res.status == "converged", res.reason
+            assert abs(scope.get_z_um() - vm.true_focus_um()) < obj.dof_um / 4
+    finally:
+        unload(core)

@@ -1,0 +1,73 @@
+"""Moffat fit of the blur curve on synthetic samples with known parameters."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autofocus.curve import BlurCurve
+from autofocus.errors import InvalidInputError
+from calibration.fit import fit_blur_curve
+
+
+@pytest.mark.parametrize(
+    ("centre", "gamma", "alpha"), [(0.0, 10.0, 1.0), (3.5, 25.0, 0.6), (-7.0, 6.0, 2.5)]
+)
+def test_moffat_parameters_recovered(centre: float, gamma: float, alpha: float) -> None:
+    true = BlurCurve(
+        baseline_px=40.0, amplitude_px=35.0, centre_um=centre, gamma_um=gamma, alpha=alpha
+    )
+    dz = np.linspace(-80, 80, 65)
+    rng = np.random.default_rng(0)
+    b = true(dz) + rng.normal(0, 0.1, dz.size)
+    fit = fit_blur_curve(dz, b)
+    assert fit.centre_um == pytest.approx(centre, abs=0.15)
+    assert fit.fwhm_um == pytest.approx(true.fwhm_um, rel=0.03)
+    assert fit.amplitude_px == pytest.approx(35.0, rel=0.03)
+    assert fit.baseline_px == pytest.approx(40.0, abs=0.5)
+    assert fit.r2 > 0.999
+    assert fit.residual_rms_px == pytest.approx(0.1, rel=0.3)
+    assert len(fit.residuals_px) == dz.size
+    # the stored curve is centred at its minimum
+    assert fit.curve.centre_um == 0.0
+    assert fit.curve(0.0) == pytest.approx(fit.curve.min_px)
+    assert fit.curve.dz_range_um == pytest.approx((-80 - centre, 80 - centre), abs=0.2)
+
+
+def test_fwhm_formula() -> None:
+    c = BlurCurve(baseline_px=10, amplitude_px=8, gamma_um=3.0, alpha=1.0)
+    assert c.fwhm_um == pytest.approx(6.0)  # Lorentzian: 2 gamma
+    half = c.min_px + c.amplitude_px / 2
+    assert c(c.fwhm_um / 2) == pytest.approx(half)
+
+
+def test_v_shaped_blur_fits_with_reported_r2() -> None:
+    dz = np.linspace(-90, 90, 61)
+    v = np.hypot(dz * 0.95, 2.0)
+    b = 60 * np.tanh(v / 60)
+    fit = fit_blur_curve(dz, b)
+    assert 0.99 < fit.r2 <= 1.0
+    assert abs(fit.centre_um) < 0.5
+
+
+def test_unordered_input_and_weights() -> None:
+    true = BlurCurve(baseline_px=20.0, amplitude_px=15.0, centre_um=1.0, gamma_um=8, alpha=1.2)
+    dz = np.random.default_rng(1).permutation(np.linspace(-40, 40, 41))
+    fit = fit_blur_curve(dz, true(dz), sigma_px=np.full(dz.size, 0.2))
+    assert fit.centre_um == pytest.approx(1.0, abs=0.05)
+    assert fit.residuals_px[0] == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("dz", "b"),
+    [
+        ([0, 1, 2], [1, 0, 1]),
+        ([0, 1, 2, 3, 4, 5], [1, 0, math.nan, 1, 2, 3]),
+        ([0, 0, 0, 0, 0], [1, 2, 3, 4, 5]),
+    ],
+)
+def test_bad_input(dz: list[float], b: list[float]) -> None:
+    with pytest.raises(InvalidInputError):
+        fit_blur_curve(dz, b)
