@@ -216,6 +216,243 @@ def bench_scoring(
     run_scoring_benchmark(output, threads=threads, repeats=repeats)
 
 
+@app.command()
+def calibrate(
+    objective: Annotated[str, typer.Option(help="objective preset name (e.g. 10X)")],
+    microscope: Annotated[str, typer.Option(help="microscope name for the store")] = "default",
+    range_um: Annotated[
+        float | None, typer.Option(help="half-range of the stack in um [default: 12 DOF]")
+    ] = None,
+    step_um: Annotated[float | None, typer.Option(help="z step in um [default: DOF/2]")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="folder for the JSON + PNG [default: user data dir]")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="simulator, pymmcore (needs --config) or pycromanager")
+    ] = "simulator",
+    config: Annotated[Path | None, typer.Option(help="Micro-Manager .cfg (pymmcore)")] = None,
+    settle_ms: Annotated[float, typer.Option(min=0, help="extra settle time per move")] = 0.0,
+    max_move_um: Annotated[
+        float, typer.Option(min=0, help="ask before moving farther than this")
+    ] = 50.0,
+    weights: Annotated[Path | None, typer.Option(help="model weights folder")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask questions")] = False,
+) -> None:
+    """Calibrate an objective: z-stack of a flat textured slide -> blur curve (JSON + PNG)."""
+    from rich.progress import Progress
+
+    from autofocus.optics import get_objective
+    from autofocus.scorer import LocalScorer
+    from calibration.store import CalibrationStore
+    from calibration.wizard import calibrate as run_calibration
+    from calibration.wizard import open_microscope, save_calibration
+
+    obj = get_objective(objective)
+    if backend not in ("simulator", "pymmcore", "pycromanager"):
+        raise typer.BadParameter(f"unknown backend {backend!r}", param_hint="--backend")
+    scorer = LocalScorer(weights_dir=str(weights) if weights else None)
+    store = CalibrationStore(output)
+    confirm = None if yes else (lambda q: typer.confirm(q, default=False))
+    with (
+        open_microscope(backend, obj, config_path=config, settle_ms=settle_ms) as scope,  # type: ignore[arg-type]
+        Progress(transient=True) as progress,
+    ):
+        task = progress.add_task(f"calibrating {obj.name}", total=None)
+        cal = run_calibration(
+            scope,
+            scorer,
+            obj,
+            microscope_name=microscope,
+            range_um=range_um,
+            step_um=step_um,
+            confirm=confirm,
+            max_move_um=max_move_um,
+            progress=lambda i, n: progress.update(task, completed=i, total=n),
+        )
+    json_path, png_path = save_calibration(cal, store)
+    f = cal.fit
+    typer.echo(
+        f"{obj.name}: focus at dz {f.centre_um:+.2f} um, FWHM {f.fwhm_um:.2f} um, "
+        f"amplitude {f.amplitude_px:.2f} px, R^2 {f.r2:.4f}, residual {f.residual_rms_px:.3f} px"
+    )
+    typer.echo(f"wrote {json_path}")
+    typer.echo(f"wrote {png_path}")
+
+
+@bench_app.command("autofocus")
+def bench_autofocus(
+    output: Annotated[Path, typer.Option(help="results folder")] = Path("bench-results"),
+    objectives: Annotated[str, typer.Option(help="comma-separated presets")] = "10x-0.3-air,40X",
+    specimens: Annotated[str, typer.Option(help="comma-separated names")] = (
+        "tissue,nuclei,beads,phase"
+    ),
+    trials: Annotated[int, typer.Option(min=1, help="trials per objective x specimen")] = 25,
+    size: Annotated[int, typer.Option(min=128, max=2048, help="frame size in px")] = 512,
+    max_offset_dof: Annotated[float, typer.Option(min=0.5)] = 10.0,
+    metric: Annotated[str, typer.Option(help="classic metric for the baselines")] = "tenengrad",
+    seed: Annotated[int, typer.Option()] = 0,
+    weights: Annotated[Path | None, typer.Option(help="model weights folder")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads per worker")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="parallel trial processes")] = 1,
+    replay: Annotated[
+        Path | None, typer.Option(help="recorded z-stack (folder or TIFF) instead")
+    ] = None,
+    true_focus_um: Annotated[float | None, typer.Option(help="replay: in-focus z")] = None,
+    objective: Annotated[str | None, typer.Option(help="replay: objective preset")] = None,
+) -> None:
+    """Few-image search vs OughtaFocus-like Brent and a z-stack sweep (markdown + JSON + PNG)."""
+    from autofocus.bench_autofocus import BenchSettings, run_autofocus_benchmark
+
+    settings = BenchSettings(
+        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        specimens=tuple(sp.strip() for sp in specimens.split(",") if sp.strip()),
+        trials=trials,
+        size=size,
+        max_offset_dof=max_offset_dof,
+        metric=metric,
+        seed=seed,
+        weights_dir=str(weights) if weights else None,
+        threads=threads,
+        workers=workers,
+    )
+    stack = None
+    if replay is not None:
+        from simulators.replay import ZStack
+
+        stack = ZStack.load(replay, true_focus_um=true_focus_um)
+    run_autofocus_benchmark(
+        output, settings, replay=stack, replay_objective=objective, progress=typer.echo
+    )
+    typer.echo((output / "autofocus.md").read_text("utf-8"))
+    typer.echo(f"wrote {output / 'autofocus.json'} and {output / 'autofocus_images.png'}")
+
+
+@app.command()
+def serve(
+    bind: Annotated[str, typer.Option(help="ZMQ endpoint (loopback by default)")] = (
+        "tcp://127.0.0.1:5557"
+    ),
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1...")] = "cpu",
+    calibrations: Annotated[
+        Path | None, typer.Option(help="calibration folder for autofocus sessions")
+    ] = None,
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="model weights folder [default: the shipped models]")
+    ] = None,
+    curve_secret_key: Annotated[
+        Path | None, typer.Option(help="CurveZMQ server secret key file (encrypts traffic)")
+    ] = None,
+    curve_clients: Annotated[
+        Path | None, typer.Option(help="folder of authorised client public keys")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="allow a non-loopback bind without CurveZMQ (warns)")
+    ] = False,
+    session_ttl_s: Annotated[float, typer.Option(min=1, help="idle session expiry")] = 300.0,
+    summary_interval_s: Annotated[float, typer.Option(min=1, help="INFO summary period")] = 60.0,
+) -> None:
+    """Serve focus scoring and step-wise autofocus sessions over ZMQ until Ctrl-C/SIGTERM."""
+    from autofocus.service.server import ServiceConfig
+    from autofocus.service.server import serve as run_server
+
+    if logging.getLogger().level > logging.INFO:  # the periodic summary is INFO
+        logging.getLogger().setLevel(logging.INFO)
+    config = ServiceConfig(
+        bind=bind,
+        insecure=insecure,
+        curve_secret_key=curve_secret_key,
+        curve_clients_dir=curve_clients,
+        session_ttl_s=session_ttl_s,
+        summary_interval_s=summary_interval_s,
+    )
+    run_server(config, weights_dir=weights_dir, device=device, calibrations_dir=calibrations)
+
+
+@app.command()
+def ping(
+    address: Annotated[str, typer.Argument(help="server endpoint")] = "tcp://127.0.0.1:5557",
+    timeout_s: Annotated[float, typer.Option(min=0.01)] = 3.0,
+    server_key: Annotated[
+        Path | None, typer.Option(help="the server's CurveZMQ public key file")
+    ] = None,
+) -> None:
+    """Check a running 'autofocus serve': print its version and health."""
+    from autofocus.service.client import ping as run_ping
+
+    info = run_ping(address, timeout_s=timeout_s, server_public_key=server_key)
+    typer.echo(json.dumps(info, indent=2))
+
+
+@bench_app.command("service")
+def bench_service(
+    output: Annotated[Path, typer.Option(help="JSON results path")] = Path(
+        "bench-results/service.json"
+    ),
+    duration_s: Annotated[float, typer.Option(min=1, help="concurrent phase length")] = 60.0,
+    clients: Annotated[int, typer.Option(min=1, max=64)] = 4,
+    malformed: Annotated[int, typer.Option(min=0)] = 1000,
+    repeats: Annotated[int, typer.Option(min=3, help="overhead repeats")] = 30,
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="model weights folder [default: the shipped models]")
+    ] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Remote-vs-local overhead, 4 concurrent clients, malformed input, graceful stop."""
+    from autofocus.service.bench import run_service_benchmark
+
+    run_service_benchmark(
+        output,
+        duration_s=duration_s,
+        clients=clients,
+        malformed=malformed,
+        repeats=repeats,
+        weights_dir=weights_dir,
+        device=device,
+    )
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="folder for the dataset, plot and report")
+    ] = Path("autofocus-demo"),
+    time_points: Annotated[int, typer.Option(min=1, max=10000)] = 30,
+    positions: Annotated[int, typer.Option(min=1, max=100, help="XY positions")] = 3,
+    objective: Annotated[str, typer.Option(help="objective preset")] = "20X",
+    specimen: Annotated[str, typer.Option(help="specimen name")] = "nuclei",
+    drift: Annotated[
+        str | None,
+        typer.Option(help="drift spec, e.g. 'linear:0.005,walk:0.04,jump:9@870' [default: in DOF]"),
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    autofocus: Annotated[bool, typer.Option("--autofocus/--no-autofocus")] = True,
+    z_slices: Annotated[int, typer.Option(min=1, max=51, help="odd; the centre is in focus")] = 3,
+    frame_px: Annotated[int, typer.Option(min=64, max=2048)] = 256,
+    calibrations: Annotated[
+        Path | None, typer.Option(help="calibration store folder [default: user data dir]")
+    ] = None,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="live progress view")] = True,
+) -> None:
+    """Drifting timelapse on the virtual microscope kept in focus by the Pycro-Manager hooks."""
+    from hooks.demo import DemoOptions, print_result, run_demo
+
+    options = DemoOptions(
+        output=output,
+        time_points=time_points,
+        positions=positions,
+        objective=objective,
+        specimen=specimen,
+        drift=drift,
+        seed=seed,
+        autofocus=autofocus,
+        z_slices=z_slices,
+        frame_px=frame_px,
+        calibration_dir=calibrations,
+        live=live,
+    )
+    print_result(run_demo(options))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code instead of exiting."""
     import click

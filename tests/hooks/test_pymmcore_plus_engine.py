@@ -1,0 +1,110 @@
+"""pymmcore-plus MDAs with :class:`hooks.pymmcore_plus.AutofocusEngine` (virtual microscope)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import useq
+from hook_fixtures import FrameTruth, OracleScorer, oracle_curve
+
+from autofocus.errors import FocusSearchError
+from hooks.metadata import flags_from_metadata
+from hooks.pymmcore_plus import AutofocusEngine
+from simulators.core import create_demo_core, get_virtual_microscope, unload
+
+
+@pytest.fixture
+def drifting_core() -> Any:
+    core = create_demo_core(
+        sensor_shape=(64, 64),
+        objective="20X",
+        focus_z_um=4.0,
+        drift="linear:0.02",
+        focus_tilt_um_per_um=(0.01, 0.0),
+        seconds_per_frame=2.0,
+    )
+    try:
+        yield core
+    finally:
+        unload(core)
+
+
+def _run(core: Any, engine: AutofocusEngine, seq: useq.MDASequence) -> list[tuple]:
+    vm = get_virtual_microscope(core)
+    frames: list[tuple] = []
+
+    def on_frame(img: Any, event: useq.MDAEvent, meta: dict) -> None:
+        frames.append((dict(event.index), dict(vm.last_frame_info), dict(meta)))
+
+    core.mda.set_engine(engine)
+    core.mda.events.frameReady.connect(on_frame)
+    try:
+        core.mda.run(seq)
+    finally:
+        core.mda.events.frameReady.disconnect(on_frame)
+    return frames
+
+
+def test_axes_based_af_recentres_stacks_per_position(drifting_core, truth: FrameTruth) -> None:
+    vm = get_virtual_microscope(drifting_core)
+    curve = oracle_curve(vm.objective)
+    engine = AutofocusEngine(
+        drifting_core, OracleScorer(truth, curve), curve, objective=vm.objective
+    )
+    seq = useq.MDASequence(
+        stage_positions=[(0.0, 0.0, 0.0), (300.0, 0.0, 0.0)],
+        time_plan={"interval": 0, "loops": 3},
+        z_plan={"range": 4, "step": 2},
+        autofocus_plan=useq.AxesBasedAF(axes=("t", "p")),
+    )
+    frames = _run(drifting_core, engine, seq)
+    assert len(frames) == 18
+    for index, info, meta in frames:
+        rel = (index["z"] - 1) * 2.0
+        assert info["dz_um"] == pytest.approx(rel, abs=0.3)  # stack centred on the focus
+        flags = flags_from_metadata(meta)
+        assert flags is not None and flags.verdict == "in_focus"
+        assert abs(meta["AutofocusOffsetUm"]) < 20  # the correction in force for the frame
+    s = engine.summary()
+    assert s.n_autofocus == 6 and s.n_failed == 0
+    # independent corrections: the positions' focus differs by the slide tilt (3 um)
+    assert engine.z_correction_um(1) - engine.z_correction_um(0) == pytest.approx(3.0, abs=0.3)
+    assert engine.flag_summary().frames_scored == 18
+
+
+def test_failure_policy_raise_ends_the_mda(drifting_core, truth: FrameTruth) -> None:
+    vm = get_virtual_microscope(drifting_core)
+    curve = oracle_curve(vm.objective)
+    engine = AutofocusEngine(
+        drifting_core,
+        OracleScorer(truth, curve, fail_after=1),
+        curve,
+        on_failure="raise",
+        flag=False,
+    )
+    seq = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 3}, autofocus_plan=useq.AxesBasedAF(axes=("t",))
+    )
+    with pytest.raises(FocusSearchError):  # the MDA ends with the error
+        _run(drifting_core, engine, seq)
+    assert engine.summary().errors
+    with pytest.raises(FocusSearchError):
+        engine.check()
+    lo, hi = vm.z_limits_um
+    assert lo <= vm.z_um <= hi
+
+
+def test_flagging_only_engine_marks_out_of_focus_frames(drifting_core, truth: FrameTruth) -> None:
+    vm = get_virtual_microscope(drifting_core)
+    curve = oracle_curve(vm.objective)
+    engine = AutofocusEngine(
+        drifting_core, OracleScorer(truth, curve), None, objective=vm.objective
+    )
+    seq = useq.MDASequence(z_plan={"top": 8.0, "bottom": 0.0, "step": 4.0})
+    frames = _run(drifting_core, engine, seq)
+    verdicts = [(round(info["dz_um"]), meta["FocusVerdict"]) for _, info, meta in frames]
+    assert [v for _, v in verdicts] == [
+        "out_of_focus" if abs(dz) > vm.objective.dof_um else "in_focus" for dz, _ in verdicts
+    ]
+    assert {v for _, v in verdicts} == {"in_focus", "out_of_focus"}
