@@ -54,6 +54,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autofocus.checks import finite_float
 from autofocus.curve import BlurCurve
 from autofocus.errors import (
     FocusSearchError,
@@ -819,13 +820,7 @@ def _with_z(res: FocusResult, z: float) -> FocusResult:
 
 # ----------------------------------------------------------------- helpers
 def _finite(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(v):
-        raise InvalidInputError(f"{name} must be finite, got {value!r}")
-    return v
+    return finite_float(value, name)
 
 
 def _parse_score(score: Any, min_texture: float) -> tuple[float, np.ndarray | None]:

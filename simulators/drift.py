@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from autofocus.checks import finite_float
 from autofocus.errors import InvalidInputError
 
 __all__ = [
@@ -64,19 +65,7 @@ def _check_time(t_s: float) -> float:
 
 
 def _finite(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(v):
-        raise InvalidInputError(f"{name} must be finite, got {value!r}")
-    if positive and v <= 0:
-        raise InvalidInputError(f"{name} must be > 0, got {value!r}")
-    if nonneg and v < 0:
-        raise InvalidInputError(f"{name} must be >= 0, got {value!r}")
-    return v
+    return finite_float(value, name, positive=positive, nonneg=nonneg)
 
 
 class NoDrift:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -57,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from autofocus.checks import finite_float
 from autofocus.errors import (
     HardwareError,
     InvalidInputError,
@@ -112,13 +112,7 @@ class DriftLike(Protocol):
 
 
 def _finite(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(v):
-        raise InvalidInputError(f"{name} must be finite, got {value!r}")
-    return v
+    return finite_float(value, name)
 
 
 class VirtualMicroscope:
