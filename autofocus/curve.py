@@ -13,6 +13,15 @@ Model (``dz_um`` = stage z minus the z of best focus, micrometres; ``b`` in pixe
 
 ``residual_sd_px`` (the RMS residual of the calibration fit) is the blur-score noise the
 search uses to judge whether differences between samples are significant.
+
+Residual correction (optional): the regressed blur score is V-shaped near focus and
+saturates far away, which an inverted Moffat follows only approximately (R^2 ~ 0.99, but
+systematic residuals of a fraction of a pixel bias the few-image match).  A calibration
+may therefore carry the *smoothed fit residuals* at its sample positions
+(``correction_dz_um``, ``correction_px``, relative to the centre); the curve is then
+``b(dz) = moffat(dz) + interp(dz, correction_dz_um, correction_px)``, with the
+correction held constant beyond the calibrated range.  The Moffat parameters (centre,
+FWHM, amplitude) keep their meaning; without a correction the curve is the pure Moffat.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["BlurCurve"]
 
@@ -40,6 +49,25 @@ class BlurCurve(BaseModel):
     dz_range_um: tuple[float, float] | None = Field(
         default=None, description="calibrated dz interval (relative to the centre), um"
     )
+    correction_dz_um: tuple[float, ...] | None = Field(
+        default=None, description="dz of the residual correction knots (relative to centre)"
+    )
+    correction_px: tuple[float, ...] | None = Field(
+        default=None, description="smoothed Moffat-fit residuals at those knots, px"
+    )
+
+    @model_validator(mode="after")
+    def _check_correction(self) -> BlurCurve:
+        a, b = self.correction_dz_um, self.correction_px
+        if (a is None) != (b is None):
+            raise ValueError("correction_dz_um and correction_px go together")
+        if a is not None and b is not None:
+            x = np.asarray(a, dtype=float)
+            if x.size != len(b) or x.size < 2 or np.any(np.diff(x) <= 0):
+                raise ValueError("correction knots must be >= 2 increasing dz values, one px each")
+            if not (np.all(np.isfinite(x)) and np.all(np.isfinite(b))):
+                raise ValueError("correction knots must be finite")
+        return self
 
     @field_validator("baseline_px", "centre_um")
     @classmethod
@@ -60,12 +88,20 @@ class BlurCurve(BaseModel):
 
     def __call__(self, dz_um: Any) -> Any:
         """``b(dz)`` for a scalar or an array of defocus values (um)."""
-        x = (np.asarray(dz_um, dtype=np.float64) - self.centre_um) / self.gamma_um
+        dz = np.asarray(dz_um, dtype=np.float64)
+        x = (dz - self.centre_um) / self.gamma_um
         b = self.baseline_px - self.amplitude_px * (1.0 + x * x) ** (-self.alpha)
+        if self.correction_dz_um is not None and self.correction_px is not None:
+            b = b + np.interp(dz - self.centre_um, self.correction_dz_um, self.correction_px)
         return float(b) if np.ndim(b) == 0 else b
 
     def slope(self, dz_um: Any) -> Any:
         """``db/dz`` (px per um), for the search's expansion and tests."""
+        if self.correction_dz_um is not None:
+            h = 1e-3 * self.gamma_um
+            d = np.asarray(self(np.asarray(dz_um) + h)) - np.asarray(self(np.asarray(dz_um) - h))
+            d = d / (2 * h)
+            return float(d) if np.ndim(d) == 0 else d
         x = (np.asarray(dz_um, dtype=np.float64) - self.centre_um) / self.gamma_um
         d = (
             self.amplitude_px
@@ -78,7 +114,7 @@ class BlurCurve(BaseModel):
         return float(d) if np.ndim(d) == 0 else d
 
     def centred(self) -> BlurCurve:
-        """The same curve shifted so that its minimum is at ``dz = 0``."""
+        """The same curve shifted so that its Moffat minimum is at ``dz = 0``."""
         rng = self.dz_range_um
         if rng is not None:
             rng = (rng[0] - self.centre_um, rng[1] - self.centre_um)

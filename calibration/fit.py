@@ -52,10 +52,15 @@ def fit_blur_curve(
     b_px: Sequence[float] | np.ndarray,
     *,
     sigma_px: Sequence[float] | np.ndarray | None = None,
+    residual_correction: bool = True,
 ) -> CurveFit:
     """Fit an inverted Moffat + baseline to samples ``(dz_um, b_px)``.
 
     ``sigma_px`` (optional, per sample, > 0) weights the fit by ``1 / sigma``.
+    With ``residual_correction`` the curve also carries the fit residuals smoothed by a
+    3-point running median then a 3-point mean (see :mod:`autofocus.curve`); R^2 and the
+    residuals reported are those of the Moffat alone, ``residual_sd_px`` is the scatter
+    left after the correction (the noise the search should expect).
     Raises :class:`~autofocus.errors.InvalidInputError` for malformed input and
     :class:`~autofocus.errors.CalibrationError` when no fit converges.
     """
@@ -136,14 +141,24 @@ def fit_blur_curve(
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 0.0
     rms = float(np.sqrt(np.mean(resid**2)))
+    correction: dict[str, object] = {}
+    noise_rms = rms
+    if residual_correction and x.size >= 7 and np.all(np.diff(x) > 0):
+        smooth_r = _smooth_residuals(resid)
+        correction = {
+            "correction_dz_um": tuple(float(v) for v in x - centre),
+            "correction_px": tuple(float(v) for v in smooth_r),
+        }
+        noise_rms = float(np.sqrt(np.mean((resid - smooth_r) ** 2)))
     curve = BlurCurve(
         baseline_px=baseline,
         amplitude_px=amp,
         centre_um=centre,
         gamma_um=gamma,
         alpha=alpha,
-        residual_sd_px=rms,
+        residual_sd_px=noise_rms,
         dz_range_um=(float(x[0]), float(x[-1])),
+        **correction,  # type: ignore[arg-type]
     ).centred()
     inv = np.argsort(order)
     return CurveFit(
@@ -156,3 +171,13 @@ def fit_blur_curve(
         residual_rms_px=rms,
         residuals_px=tuple(float(v) for v in resid[inv]),
     )
+
+
+def _smooth_residuals(r: np.ndarray) -> np.ndarray:
+    """3-point running median (ends kept) followed by a 3-point running mean."""
+    r = np.asarray(r, dtype=np.float64)
+    med = r.copy()
+    med[1:-1] = np.median(np.stack([r[:-2], r[1:-1], r[2:]]), axis=0)
+    out = med.copy()
+    out[1:-1] = (med[:-2] + med[1:-1] + med[2:]) / 3.0
+    return out

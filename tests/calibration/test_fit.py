@@ -22,7 +22,7 @@ def test_moffat_parameters_recovered(centre: float, gamma: float, alpha: float) 
     dz = np.linspace(-80, 80, 65)
     rng = np.random.default_rng(0)
     b = true(dz) + rng.normal(0, 0.1, dz.size)
-    fit = fit_blur_curve(dz, b)
+    fit = fit_blur_curve(dz, b, residual_correction=False)
     assert fit.centre_um == pytest.approx(centre, abs=0.15)
     assert fit.fwhm_um == pytest.approx(true.fwhm_um, rel=0.03)
     assert fit.amplitude_px == pytest.approx(35.0, rel=0.03)
@@ -71,3 +71,25 @@ def test_unordered_input_and_weights() -> None:
 def test_bad_input(dz: list[float], b: list[float]) -> None:
     with pytest.raises(InvalidInputError):
         fit_blur_curve(dz, b)
+
+
+def test_residual_correction_follows_a_v_shaped_curve() -> None:
+    """A V-shaped, saturating b(z) (what the regressor gives) is matched far better by
+    the corrected curve than by the Moffat alone, while the Moffat parameters stay."""
+    dz = np.linspace(-60, 60, 49)
+    true_b = np.minimum(np.sqrt(3.0**2 + (0.97 * dz) ** 2), 45.0)
+    rng = np.random.default_rng(1)
+    b = true_b + rng.normal(0, 0.2, dz.size)
+    plain = fit_blur_curve(dz, b, residual_correction=False)
+    corr = fit_blur_curve(dz, b)
+    fine = np.linspace(-55, 55, 221)
+    truth = np.minimum(np.sqrt(9 + (0.97 * fine) ** 2), 45.0)
+    err_plain = np.abs(plain.curve(fine + plain.centre_um) - truth).mean()
+    err_corr = np.abs(corr.curve(fine + corr.centre_um) - truth).mean()
+    assert err_corr < 0.5 * err_plain
+    assert corr.fwhm_um == pytest.approx(plain.fwhm_um)
+    assert corr.curve.residual_sd_px < plain.curve.residual_sd_px
+    # the slope is consistent with the values
+    h = 1e-3
+    num = (corr.curve(10 + h) - corr.curve(10 - h)) / (2 * h)
+    assert corr.curve.slope(10.0) == pytest.approx(num, rel=0.1)  # piecewise-linear knots
