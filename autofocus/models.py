@@ -3,7 +3,8 @@
 Both networks read per-patch normalised images (see :mod:`autofocus.tiling`) and start
 with a strided 8x8 "patchify" convolution, which keeps them cheap on a CPU: the first
 layer looks at every pixel once at full resolution and everything after it runs at 1/4
-resolution.  Yang et al.'s network (two 5x5 convolutions at full and half resolution and
+resolution or less (each later block halves it again).  Sizes were chosen so that
+scoring a 2048x2048 frame with both models fits the 100 ms CPU budget (2 threads).  Yang et al.'s network (two 5x5 convolutions at full and half resolution and
 a 1024-unit fully connected layer, ~28 M parameters) is reimplemented in
 :class:`YangNet` only as the speed baseline of ``autofocus bench scoring``.
 """
@@ -45,7 +46,7 @@ def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 
 
 class _Trunk(nn.Module):
-    """Patchify stem + strided 3x3 blocks + mean/max pooling."""
+    """Patchify stem (8x8, stride 4) + stride-2 3x3 blocks + mean/max pooling."""
 
     def __init__(self, widths: tuple[int, ...]) -> None:
         super().__init__()
@@ -54,8 +55,7 @@ class _Trunk(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        blocks = [_block(widths[0], widths[1], 1)]
-        blocks += [_block(a, b, 2) for a, b in itertools.pairwise(widths[1:])]
+        blocks = [_block(a, b, 2) for a, b in itertools.pairwise(widths)]
         self.blocks = nn.Sequential(*blocks)
         self.out_features = 2 * widths[-1]
 
@@ -67,7 +67,7 @@ class _Trunk(nn.Module):
 class DefocusClassifier(nn.Module):
     """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
 
-    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 64), hidden: int = 64) -> None:
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96), hidden: int = 96) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.trunk = _Trunk(self.widths)
@@ -84,7 +84,7 @@ class DefocusClassifier(nn.Module):
 class ZernikeRegressor(nn.Module):
     """128x128 normalised patch -> (4 pupil coefficients in px, texture logit)."""
 
-    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 64, 96), hidden: int = 96) -> None:
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), hidden: int = 96) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.trunk = _Trunk(self.widths)

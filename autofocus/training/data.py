@@ -58,18 +58,18 @@ class DomainConfig:
     wavelength_um_range: tuple[float, float] = (0.45, 0.68)
     sampling_range: tuple[float, float] = (0.5, 1.4)
     """pixel size as a multiple of lambda / (2 NA) (0.5 = Nyquist)."""
-    aberration_waves_max: float = 0.12
-    photons_range: tuple[float, float] = (30.0, 20000.0)
+    aberration_waves_max: float = 0.10
+    photons_range: tuple[float, float] = (50.0, 20000.0)
     """peak photoelectrons of a bright in-focus structure (log-uniform)."""
     read_noise_e_range: tuple[float, float] = (0.5, 6.0)
     gain_range: tuple[float, float] = (0.2, 5.0)
     offset_adu_range: tuple[float, float] = (0.0, 1000.0)
     saturation_fraction: float = 0.05
-    thick_fraction: float = 0.08
+    thick_fraction: float = 0.05
     """share of thick (multi-layer) specimens, 0.5-1.5 DOF thick, labelled by their
     mid-plane.  Tilted surfaces are not used: the label is one defocus per field."""
     defocus: Literal["classifier", "regressor"] = "classifier"
-    max_level: float = 11.5
+    max_level: float = 10.8
     """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
     max_blur_px: float = 100.0
     """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""
