@@ -53,7 +53,7 @@ class LocalScorer:
         texture_threshold: float = 0.5,
         in_focus_max_level: int = IN_FOCUS_MAX_LEVEL,
         min_weight: float = 0.05,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         num_threads: int | None = None,
     ) -> None:
         import torch
