@@ -34,7 +34,35 @@ def _root(
     ] = 0,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(level)
+
+
+_HANDLER_NAME = "autofocus-cli"
+
+
+def _configure_logging(level: int) -> None:
+    """One stderr handler on the root logger, filtering at ``level`` itself: libraries
+    such as pymmcore-plus lower the root logger's level to DEBUG when imported, so the
+    handler's level is what keeps their debug output off the terminal."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    handler.setLevel(level)
+    root.setLevel(min(root.level or logging.WARNING, level))
+
+
+def _at_least(level: int) -> None:
+    """Let records of ``level`` through (e.g. the INFO summaries of serve and train)."""
+    root = logging.getLogger()
+    for h in root.handlers:
+        if h.get_name() == _HANDLER_NAME and h.level > level:
+            h.setLevel(level)
+    if root.level > level:
+        root.setLevel(level)
 
 
 @app.command()
@@ -137,7 +165,7 @@ def train(
         if v is not None
     }
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]
-    logging.getLogger("autofocus").setLevel(logging.INFO)
+    _at_least(logging.INFO)
     card = run_training(recipe, output, command=default_command())
     typer.echo(json.dumps(card["evaluation"], indent=2))
     typer.echo(f"wrote {output / (model + '.pt')} and {output / (model + '.json')}")
@@ -355,8 +383,7 @@ def serve(
     from autofocus.service.server import ServiceConfig
     from autofocus.service.server import serve as run_server
 
-    if logging.getLogger().level > logging.INFO:  # the periodic summary is INFO
-        logging.getLogger().setLevel(logging.INFO)
+    _at_least(logging.INFO)  # the periodic summary is INFO
     config = ServiceConfig(
         bind=bind,
         insecure=insecure,

@@ -30,7 +30,7 @@ __all__ = ["CurveFit", "fit_blur_curve"]
 logger = logging.getLogger(__name__)
 
 _ALPHA_STARTS = (0.5, 1.0, 2.5)
-_ALPHA_BOUNDS = (0.05, 50.0)
+_ALPHA_BOUNDS = (0.5, 50.0)  # below 0.5 the FWHM (2^(1/alpha)) runs off on V-shaped curves
 
 
 @dataclass(frozen=True)
