@@ -486,6 +486,10 @@ class FocusSearch:
         try:
             while self._s.result is None and not self._s.pending:
                 self._decide()
+                if self._s.result is None and not self._s.pending:
+                    # a decision that neither queued a position nor finished: stop
+                    # rather than loop (e.g. the only useful z was already imaged)
+                    self._finish_stalled()
             if self._s.result is not None:
                 return None
             return self._s.pending[0]
@@ -642,7 +646,7 @@ class FocusSearch:
                 z_new = est + direction * self.half_width_um / 2
         z_new = min(max(z_new, lo), hi)
         limit = lo if direction < 0 else hi
-        at_limit = abs(z[end] - limit) <= 1e-9 * max(1.0, abs(limit))
+        at_limit = math.isfinite(limit) and abs(z[end] - limit) <= 1e-9 * max(1.0, abs(limit))
         if at_limit and self._can_image():
             # focus may still lie between the last samples and the limit: look there once
             est = self._best_effort(z, b)
@@ -664,6 +668,11 @@ class FocusSearch:
             self._finish(
                 "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
             )
+
+    def _finish_stalled(self) -> None:
+        z, b, _ = self._valid()
+        est = self._best_effort(z, b) if z.size >= 2 else self.z_start_um
+        self._finish("failed", "search stalled: no new position to image", z=est, estimate=est)
 
     def _best_effort(self, z: np.ndarray, b: np.ndarray) -> float:
         """Unbracketed estimate: match over the sampled span widened by 2 FWHM."""
