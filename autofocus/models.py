@@ -4,7 +4,8 @@ Both networks read per-patch normalised images (see :mod:`autofocus.tiling`) and
 with a strided 8x8 "patchify" convolution, which keeps them cheap on a CPU: the first
 layer looks at every pixel once at full resolution and everything after it runs at 1/4
 resolution or less (each later block halves it again).  Sizes were chosen so that
-scoring a 2048x2048 frame with both models fits the 100 ms CPU budget (2 threads).  Yang et al.'s network (two 5x5 convolutions at full and half resolution and
+scoring a 2048x2048 frame with both models fits the 100 ms CPU budget (2 threads).
+Yang et al.'s network (two 5x5 convolutions at full and half resolution and
 a 1024-unit fully connected layer, ~28 M parameters) is reimplemented in
 :class:`YangNet` only as the speed baseline of ``autofocus bench scoring``.
 """

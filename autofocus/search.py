@@ -114,6 +114,12 @@ class SearchConfig(BaseModel):
         description="z* uncertainty counted as good [default min(FWHM, calibrated half-range)/20]",
     )
     min_confidence: float = Field(default=0.5, ge=0, le=1)
+    trusted_blur_px: float | None = Field(
+        default=20.0,
+        gt=0,
+        description="blur score (px) up to which b(z) is specimen-independent; blurrier "
+        "samples are down-weighted in the match (None: all samples weigh the same)",
+    )
     per_roi: bool = True
     roi_min_texture: float = Field(default=0.5, ge=0, le=1)
     min_rois: int = Field(default=3, ge=1)
@@ -327,6 +333,7 @@ def match_curve(
     offset_prior_frac: float = 0.25,
     grid_points: int = 401,
     refine: bool = True,
+    trusted_blur_px: float | None = None,
 ) -> MatchResult:
     """Least-squares shift of ``curve`` onto samples: ``b_i ~ g B(z_i - z*) + c``.
 
@@ -336,6 +343,9 @@ def match_curve(
     best grid point is then refined: by a bounded scalar minimisation for a single
     column, by the vertex of a parabola through the grid neighbours for several.
     ``sigma_z_um = 1 / sqrt(a)`` from the misfit's curvature ``a`` at the minimum.
+    With ``trusted_blur_px``, samples blurrier than that weigh ``(trusted / b)^4``: far
+    from focus the blur score depends on the specimen (it saturates earlier on smooth,
+    dense specimens), so those samples say where to go but not where focus is.
     """
     from scipy.optimize import minimize_scalar
 
@@ -351,6 +361,9 @@ def match_curve(
     curve = curve.centred()
     w = np.isfinite(b).astype(np.float64)
     b = np.where(w > 0, b, 0.0)
+    if trusted_blur_px is not None:
+        t = float(trusted_blur_px)
+        w = w * np.where(b <= t, 1.0, (t / np.maximum(b, t)) ** 4)
     sd = max(curve.residual_sd_px, 1e-6) if noise_sd_px is None else float(noise_sd_px)
     setup = _MatchSetup(
         curve, sd, gain_bounds, gain_prior_sd, offset_prior_frac * curve.amplitude_px
@@ -455,6 +468,9 @@ class FocusSearch:
         if self.curve.dz_range_um is not None:  # stay where the calibration has data
             r_lo, r_hi = self.curve.dz_range_um
             h = min(h, max(min(-r_lo, r_hi), 0.0) * self.config.max_bracket_range_frac or h)
+        dz_t = self._trusted_half_width()
+        if dz_t is not None:  # keep the first bracket where b(z) is specimen-independent
+            h = min(h, dz_t)
         h = min(h, (hi - lo) / 2)
         self.half_width_um = h
         scale = self.curve.fwhm_um
@@ -638,8 +654,12 @@ class FocusSearch:
         end = 0 if direction < 0 else z.size - 1
         nbr = 1 if direction < 0 else z.size - 2
         step = max(PHI * abs(z[end] - z[nbr]), self.half_width_um)
+        t = self.config.trusted_blur_px
+        near = t is not None and b[end] <= t
+        if near:  # already close to focus: one bracket step finds the other side
+            step = self.half_width_um
         z_new = z[end] + direction * step
-        if self.config.model_jump:
+        if self.config.model_jump and not near:
             # the calibration says how far downhill focus is: land just beyond it
             est = self._best_effort(z, b)
             if (est - z[end]) * direction > 0:
@@ -669,6 +689,20 @@ class FocusSearch:
                 "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
             )
 
+    def _trusted_half_width(self) -> float | None:
+        """Smallest |dz| at which the calibration curve reaches ``trusted_blur_px``."""
+        t = self.config.trusted_blur_px
+        if t is None:
+            return None
+        r = self.curve.dz_range_um or (-3 * self.curve.fwhm_um, 3 * self.curve.fwhm_um)
+        reach = max(-r[0], r[1])
+        dz = np.linspace(0.0, reach, 2001)
+        above = (self.curve(dz) >= t) | (self.curve(-dz) >= t)
+        if not above.any() or not above[1:].any():
+            return None
+        i = int(np.argmax(above))
+        return float(dz[i]) if dz[i] > 0 else None
+
     def _finish_stalled(self) -> None:
         z, b, _ = self._valid()
         est = self._best_effort(z, b) if z.size >= 2 else self.z_start_um
@@ -694,6 +728,7 @@ class FocusSearch:
             gain_prior_sd=cfg.gain_prior_sd,
             offset_prior_frac=cfg.offset_prior_frac,
             refine=refine,
+            trusted_blur_px=cfg.trusted_blur_px,
         )
 
     def _match_and_maybe_refine(self, z: np.ndarray, b: np.ndarray, good: list[_Obs]) -> None:
