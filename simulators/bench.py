@@ -56,6 +56,7 @@ def run_render_benchmark(
         spec = make_specimen(name, seed=0)
         for size in sizes:
             shape = (size, size)
+
             def snap_signal(sp=spec, sh=shape):
                 return render_field(sp, obj, dz_um, 0.0, 0.0, sh)
 
@@ -67,18 +68,29 @@ def run_render_benchmark(
             t_noise = _median_s(lambda sig=signal: cam.expose(sig, rng), repeats)
             t_snap = _median_s(lambda: cam.expose(snap_signal(), rng), repeats)
             t_gauss = _median_s(lambda sig=signal: ndimage.gaussian_filter(sig, 3.0), repeats)
-            rows.append({
-                "specimen": name, "size": f"{size}x{size}",
-                "specimen_ms": 1e3 * t_spec, "render_ms": 1e3 * t_render,
-                "noise_ms": 1e3 * t_noise, "snap_ms": 1e3 * t_snap,
-                "baseline_gaussian_ms": 1e3 * t_gauss,
-            })
+            rows.append(
+                {
+                    "specimen": name,
+                    "size": f"{size}x{size}",
+                    "specimen_ms": 1e3 * t_spec,
+                    "render_ms": 1e3 * t_render,
+                    "noise_ms": 1e3 * t_noise,
+                    "snap_ms": 1e3 * t_snap,
+                    "baseline_gaussian_ms": 1e3 * t_gauss,
+                }
+            )
     cols = list(rows[0])
     print_table(
         f"Render time per frame ({objective}, dz = {dz_um} um, median of {repeats})",
-        cols, [[r[c] for c in cols] for r in rows],
+        cols,
+        [[r[c] for c in cols] for r in rows],
     )
-    payload = {"benchmark": "render", "objective": objective, "dz_um": dz_um,
-               "repeats": repeats, "rows": rows}
+    payload = {
+        "benchmark": "render",
+        "objective": objective,
+        "dz_um": dz_um,
+        "repeats": repeats,
+        "rows": rows,
+    }
     write_json(output, payload)
     return payload

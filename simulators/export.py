@@ -59,9 +59,7 @@ def write_series(series: ThroughFocusSeries, path: str | Path) -> Path:
     return target
 
 
-def montage_png(
-    series: ThroughFocusSeries, path: str | Path, *, max_panels: int = 25
-) -> Path:
+def montage_png(series: ThroughFocusSeries, path: str | Path, *, max_panels: int = 25) -> Path:
     """A grid of the frames (each contrast-stretched on its own) labelled with dz in um."""
     import matplotlib
 
