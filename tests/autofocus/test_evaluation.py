@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from autofocus.evaluation import classifier_figures, invariance_figures, normalise_curves
+from autofocus.score import FocusScore
+
+
+def test_invariance_figures_reward_informative_invariant_scores() -> None:
+    z = np.linspace(-12, 12, 49)
+    keeps_changing = np.tile(np.abs(z) / 12, (10, 1))
+    plateau = np.tile(np.minimum(np.abs(z) / 4, 1), (10, 1))
+    rng = np.random.default_rng(0)
+    noisy = np.clip(keeps_changing + rng.normal(0, 0.1, keeps_changing.shape), 0, 1)
+    a, b, c = (invariance_figures(x, z) for x in (keeps_changing, plateau, noisy))
+    assert a["sd_5dof"] == pytest.approx(0.0, abs=1e-12)
+    assert c["sd_5dof"] == pytest.approx(0.1, rel=0.3)
+    # H(Z|S): a plateau (many depths, one score) is less informative
+    assert a["cond_entropy_bits"] < b["cond_entropy_bits"]
+    assert a["cond_entropy_bits"] < c["cond_entropy_bits"]
+    assert a["depth_range_dof"] == pytest.approx(12.0)
+    assert b["depth_range_dof"] == pytest.approx(4.0)
+
+
+def test_normalisation_direction() -> None:
+    curves = np.array([[3.0, 1.0, 5.0]])
+    np.testing.assert_allclose(normalise_curves(curves, higher_is_sharper=False), [[0.5, 0, 1]])
+    np.testing.assert_allclose(normalise_curves(curves, higher_is_sharper=True), [[0.5, 1, 0]])
+
+
+def _score(level: int, verdict: str) -> FocusScore:
+    p = np.zeros(11)
+    p[level] = 1.0
+    return FocusScore(
+        p,
+        float(level),
+        level,
+        1,
+        1,
+        1,
+        1,
+        float(level <= 2),
+        1.0,
+        0.0,
+        0.0,
+        1.0,
+        verdict,
+        None,
+        None,
+        "test",
+    )  # type: ignore[arg-type]
+
+
+def test_classifier_figures_hand_computed() -> None:
+    true = [0, 1, 5, 7, 9]
+    scores = [
+        _score(0, "in_focus"),
+        _score(3, "out_of_focus"),
+        _score(5, "out_of_focus"),
+        _score(6, "out_of_focus"),
+        _score(9, "undetermined"),
+    ]
+    f = classifier_figures(true, scores)
+    assert f["n_undetermined"] == 1
+    assert f["exact_accuracy"] == pytest.approx(2 / 4)
+    assert f["within_one_accuracy"] == pytest.approx(3 / 4)
+    # out-of-focus positives: true levels > 2 -> {5, 7}; predicted out: {1, 5, 7}
+    assert f["out_of_focus_precision"] == pytest.approx(2 / 3)
+    assert f["out_of_focus_recall"] == pytest.approx(1.0)
+    assert f["confusion_matrix"][1][3] == 1
