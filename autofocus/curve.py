@@ -113,6 +113,30 @@ class BlurCurve(BaseModel):
         )
         return float(d) if np.ndim(d) == 0 else d
 
+    def abs_dz_um(self, b_px: float) -> float:
+        """Distance from focus at which the calibrated curve reaches blur score ``b_px``.
+
+        Uses the symmetrised curve ``(b(dz) + b(-dz)) / 2`` (relative to the minimum):
+        0 for scores at or below the curve's value at focus; the smallest ``|dz|``
+        whose symmetrised score reaches ``b_px`` otherwise, up to the calibrated range
+        (scores beyond it return the range's end: "at least this far").  This uses the
+        objective's own calibration, including the regressor's floor at focus, so it
+        is the better |dz| estimate whenever a calibration exists.
+        """
+        b = float(b_px)
+        if not math.isfinite(b):
+            return math.nan
+        r = self.dz_range_um or (-3 * self.fwhm_um, 3 * self.fwhm_um)
+        reach = max(-(r[0] - self.centre_um), r[1] - self.centre_um, 1e-9)
+        dz = np.linspace(0.0, reach, 4001)
+        sym = 0.5 * (np.asarray(self(self.centre_um + dz)) + np.asarray(self(self.centre_um - dz)))
+        sym = np.maximum.accumulate(sym)  # first crossing of a monotone envelope
+        if b <= sym[0]:
+            return 0.0
+        if b >= sym[-1]:
+            return float(reach)
+        return float(np.interp(b, sym, dz))
+
     def centred(self) -> BlurCurve:
         """The same curve shifted so that its Moffat minimum is at ``dz = 0``."""
         rng = self.dz_range_um

@@ -556,6 +556,10 @@ class FlaggingHook:
     max_lag_s
         Frames reaching the hook later than this after their acquisition pass
         through unscored (counted in ``summary().skipped_to_keep_up``).
+    calibration
+        The objective's calibration (or ``BlurCurve``): with ``out_of_focus_dof``,
+        ``|dz|`` is read off its calibrated b(z), which knows the scorer's floor at
+        focus.  Defaults to the linked autofocus hook's calibration.
     """
 
     def __init__(
@@ -570,6 +574,7 @@ class FlaggingHook:
         autofocus: AutofocusHook | None = None,
         refocus_on_flag: bool = False,
         max_lag_s: float | None = 2.0,
+        calibration: Any | None = None,
         on_failure: FailurePolicy = "warn",
     ) -> None:
         if isinstance(every_n, bool) or int(every_n) < 1:
@@ -584,6 +589,9 @@ class FlaggingHook:
             out_of_focus_dof=out_of_focus_dof,
             max_lag_s=max_lag_s,
             on_failure=on_failure,
+            calibration=calibration
+            if calibration is not None
+            else (autofocus.controller.calibration if autofocus is not None else None),
         )
         self.every_n = int(every_n)
         self.channels = None if channels is None else frozenset(str(c) for c in channels)
@@ -643,7 +651,8 @@ class FlaggingHook:
         if self.flagger.too_late(lag):
             self.flagger.skip("keep_up")
             return
-        score, verdict, ms = self.flagger.score(image)
+        model = self.autofocus.controller.blur_model(key) if self.autofocus is not None else None
+        score, verdict, ms = self.flagger.score(image, model)
         metadata.update(self.flagger.metadata(score, verdict, ms))
         if verdict != "out_of_focus":
             return

@@ -119,6 +119,7 @@ class AutofocusEngine(MDAEngine):
                 out_of_focus_dof=out_of_focus_dof,
                 max_lag_s=None,
                 on_failure=on_failure,
+                calibration=calibration,
             )
             if flag
             else None

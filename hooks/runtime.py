@@ -92,6 +92,10 @@ class AutofocusRecord:
     elapsed_ms: float
     applied: bool
     trace: tuple[tuple[float, float], ...] = ()
+    gain: float | None = None
+    offset_px: float | None = None
+    """How this position's blur score relates to the calibration, ``b ~ gain B + offset``
+    (fitted by the search; lets the flagger judge this specimen's frames)."""
 
     @property
     def shift_um(self) -> float:
@@ -284,6 +288,8 @@ class FocusController:
             elapsed_ms=ms,
             applied=ok,
             trace=tuple(res.trace),
+            gain=res.gain,
+            offset_px=res.offset_px,
         )
         with self._lock:
             self._records.append(record)
@@ -337,6 +343,19 @@ class FocusController:
                 raise first.exception
             raise FocusSearchError(f"{first.where}: {first.message}")
 
+    def blur_model(self, position: Hashable) -> tuple[float, float] | None:
+        """``(gain, offset_px)`` of the latest converged autofocus at ``position``."""
+        with self._lock:
+            for r in reversed(self._records):
+                if (
+                    r.position == position
+                    and r.status == "converged"
+                    and r.gain is not None
+                    and r.offset_px is not None
+                ):
+                    return float(r.gain), float(r.offset_px)
+        return None
+
 
 def report_failure(
     name: str,
@@ -380,8 +399,9 @@ class FrameFlagger:
     out_of_focus_dof
         When set (and the objective is known), the verdict comes from the estimated
         distance to focus instead of the classifier's level: ``out_of_focus`` when
-        ``FocusAbsDzUm > out_of_focus_dof * DOF``, else ``in_focus`` (undetermined
-        frames stay undetermined).
+        ``|dz| > out_of_focus_dof * DOF``, else ``in_focus`` (undetermined frames stay
+        undetermined).  ``|dz|`` is read off the calibration curve when one is given
+        (``calibration``), else it is the scorer's ``FocusAbsDzUm``.
     max_lag_s
         A frame that reaches the flagger more than this long after it was acquired is
         passed through unscored, so flagging never holds the camera back (``None``:
@@ -397,6 +417,7 @@ class FrameFlagger:
         max_lag_s: float | None = 2.0,
         on_failure: FailurePolicy = "warn",
         name: str = "flagging",
+        calibration: Any | None = None,
     ) -> None:
         if not callable(getattr(scorer, "score", None)):
             raise InvalidInputError(f"scorer must implement Scorer.score, got {type(scorer)!r}")
@@ -411,6 +432,10 @@ class FrameFlagger:
         self.scorer = scorer
         self.objective = objective
         self.out_of_focus_dof = out_of_focus_dof
+        curve = getattr(calibration, "curve", calibration)
+        if curve is not None and not callable(getattr(curve, "abs_dz_um", None)):
+            raise InvalidInputError(f"calibration must be a BlurCurve or have .curve: {curve!r}")
+        self.curve = curve
         self.max_lag_s = max_lag_s
         self.on_failure = check_policy(on_failure)
         self.name = name
@@ -443,8 +468,15 @@ class FrameFlagger:
     def too_late(self, lag_s: float) -> bool:
         return self.max_lag_s is not None and lag_s > self.max_lag_s
 
-    def score(self, image: np.ndarray) -> tuple[FocusScore, str, float]:
-        """Score one frame: (score, verdict after the DOF rule, milliseconds)."""
+    def score(
+        self, image: np.ndarray, blur_model: tuple[float, float] | None = None
+    ) -> tuple[FocusScore, str, float]:
+        """Score one frame: (score, verdict after the DOF rule, milliseconds).
+
+        ``blur_model`` (``gain, offset_px`` from this position's last autofocus) maps the
+        frame's blur score onto the calibration, ``(b - offset) / gain``, before |dz|
+        is read off the calibrated curve: specimens differ in their blur score at focus.
+        """
         t0 = time.perf_counter()
         frame = np.asarray(image)
         if frame.ndim == 3 and frame.shape[-1] in (3, 4):  # RGB(A): score the luminance
@@ -459,7 +491,13 @@ class FrameFlagger:
             and math.isfinite(s.abs_dz_um)
         ):
             limit = self.out_of_focus_dof * self.objective.dof_um
-            verdict = "out_of_focus" if s.abs_dz_um > limit else "in_focus"
+            dz = s.abs_dz_um
+            if self.curve is not None and math.isfinite(s.blur_px):
+                b = s.blur_px
+                if blur_model is not None and blur_model[0] > 0:
+                    b = (b - blur_model[1]) / blur_model[0]
+                dz = self.curve.abs_dz_um(b)  # this objective's calibrated b(z)
+            verdict = "out_of_focus" if dz > limit else "in_focus"
         dt = time.perf_counter() - t0
         with self._lock:
             self._score_s += dt

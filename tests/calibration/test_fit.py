@@ -93,3 +93,14 @@ def test_residual_correction_follows_a_v_shaped_curve() -> None:
     h = 1e-3
     num = (corr.curve(10 + h) - corr.curve(10 - h)) / (2 * h)
     assert corr.curve.slope(10.0) == pytest.approx(num, rel=0.1)  # piecewise-linear knots
+
+
+def test_abs_dz_inverts_the_symmetrised_curve() -> None:
+    curve = BlurCurve(
+        baseline_px=60.0, amplitude_px=56.0, gamma_um=20.0, alpha=1.0, dz_range_um=(-50.0, 50.0)
+    )
+    assert curve.abs_dz_um(curve.min_px - 1) == 0.0
+    for dz in (5.0, 12.0, 30.0):
+        assert curve.abs_dz_um(curve(dz)) == pytest.approx(dz, abs=0.05)
+    assert curve.abs_dz_um(1e6) == pytest.approx(50.0)
+    assert np.isnan(curve.abs_dz_um(float("nan")))
