@@ -78,17 +78,14 @@ def normalise_patches(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(patches, dtype=np.float32)
     if p.ndim != 3:
         raise InvalidFrameError(f"expected (n, h, w) patches, got shape {p.shape}")
-    n = p.shape[0]
-    flat = p.reshape(n, -1)
-    mean = flat.mean(axis=1, dtype=np.float64)  # float64 accumulation: exact enough
-    out = flat - mean.astype(np.float32)[:, None]  # centred, so float32 squares are safe
-    var = np.einsum("ij,ij->i", out, out) / max(flat.shape[1], 1)
-    std = np.sqrt(var.astype(np.float64))
+    mean = p.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+    centred = (p - mean).astype(np.float32)
+    std = np.sqrt(np.mean(np.square(centred, dtype=np.float64), axis=(1, 2), keepdims=True))
     scale = np.maximum(np.abs(mean), 1.0)
-    has_signal = std > CONSTANT_STD * scale
-    inv = np.where(has_signal, 1.0 / np.where(has_signal, std, 1.0), 0.0).astype(np.float32)
-    out *= inv[:, None]
-    out = out.reshape(p.shape)
+    has_signal = (std > CONSTANT_STD * scale).ravel()
+    safe = np.where(std > CONSTANT_STD * scale, std, 1.0).astype(np.float32)
+    out = centred / safe
+    out[~has_signal] = 0.0
     return out, has_signal
 
 
