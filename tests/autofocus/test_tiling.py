@@ -48,3 +48,20 @@ def test_constant_patches_have_no_signal() -> None:
     out, has = normalise_patches(p)
     assert has.tolist() == [False, False, True]
     assert np.all(out[:2] == 0)
+
+
+def test_normalisation_matches_the_float64_reference_bit_for_bit() -> None:
+    """The shipped models were trained with this float64 formulation; inference must
+    reproduce it exactly (Yang et al.'s code normalised differently in training)."""
+    rng = np.random.default_rng(7)
+    p = (rng.poisson(300, size=(20, 84, 84)) * 3.7 + 950).astype(np.float32)
+    p[3] = 1234.0  # a constant patch
+    mean = p.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+    centred = (p - mean).astype(np.float32)
+    std = np.sqrt(np.mean(np.square(centred, dtype=np.float64), axis=(1, 2), keepdims=True))
+    ok = std > 1e-6 * np.maximum(np.abs(mean), 1.0)
+    ref = centred / np.where(ok, std, 1.0).astype(np.float32)
+    ref[~ok.ravel()] = 0.0
+    out, has = normalise_patches(p)
+    assert np.array_equal(out, ref)
+    assert has.tolist() == ok.ravel().tolist()
