@@ -682,11 +682,14 @@ class TiledSpecimen:
         """Objects owned by the tile with lower-left corner ``(tx_um, ty_um)``.
 
         ``lod`` >= 1 lets curved filaments keep every ``lod``-th vertex (fewer, longer
-        segments when pixels are big); it must not change any random draw."""
-        raise NotImplementedError
+        segments when pixels are big); it must not change any random draw.
+        Object-based specimens override this; texture specimens override
+        :meth:`_render_layer` instead."""
+        raise NotImplementedError(f"{type(self).__name__} defines no tile objects")
 
     def _render_layer(self, grid: _Grid, layer: int) -> np.ndarray | None:
-        raise NotImplementedError
+        """Rasterise one layer (the base class draws the objects of ``_draw_tile``)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no layer renderer")
 
 
 def _check_grid(x0_um: Any, y0_um: Any, shape: Any, pixel_size_um: Any) -> _Grid:
