@@ -683,12 +683,12 @@ class TiledSpecimen:
 
         ``lod`` >= 1 lets curved filaments keep every ``lod``-th vertex (fewer, longer
         segments when pixels are big); it must not change any random draw.
-        Object-based specimens override this; texture specimens override
-        :meth:`_render_layer` instead."""
+        Object-based specimens implement this; pure textures (calibration slide,
+        empty) do not need it."""
         raise NotImplementedError(f"{type(self).__name__} defines no tile objects")
 
     def _render_layer(self, grid: _Grid, layer: int) -> np.ndarray | None:
-        """Rasterise one layer (the base class draws the objects of ``_draw_tile``)."""
+        """Rasterise one layer of the field; every specimen class implements it."""
         raise NotImplementedError(f"{type(self).__name__} defines no layer renderer")
 
 
