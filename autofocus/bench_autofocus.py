@@ -120,7 +120,7 @@ def _run_methods(
     dof = obj.dof_um
     out: dict[str, dict[str, float]] = {}
 
-    def search(cfg: SearchConfig) -> dict[str, float]:
+    def search(cfg: SearchConfig) -> dict[str, Any]:
         spent = [0.0]
 
         def measure(z: float) -> Any:
@@ -136,7 +136,7 @@ def _run_methods(
             "status": r.status,
         }
 
-    def classic(kind: str, **kw: Any) -> dict[str, float]:
+    def classic(kind: str, **kw: Any) -> dict[str, Any]:
         spent = [0.0]
 
         def measure(z: float) -> float:

@@ -773,10 +773,10 @@ class FocusSearch:
     def _roi_estimate(
         self, z: np.ndarray, good: list[_Obs], grid: np.ndarray
     ) -> tuple[float, int, float] | None:
-        rois = [o.roi_b for o in good]
-        if any(r is None for r in rois):
+        rois = [o.roi_b for o in good if o.roi_b is not None]
+        if len(rois) != len(good):
             return None
-        sizes = {r.size for r in rois if r is not None}
+        sizes = {r.size for r in rois}
         if len(sizes) != 1:
             return None
         bm = np.stack(rois)  # (P, R)

@@ -80,7 +80,7 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # SCHEMA_VERSION
     microscope: str = Field(default="default", min_length=1)
     objective: Objective
     curve: BlurCurve
@@ -180,7 +180,7 @@ class CalibrationStore:
 
     def list(self) -> list[Calibration]:
         """Every readable calibration in the folder (unreadable files are logged)."""
-        out = []
+        out: list[Calibration] = []
         if not self.root.is_dir():
             return out
         for p in sorted(self.root.glob("*.json")):

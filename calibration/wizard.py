@@ -170,7 +170,7 @@ def open_microscope(
             "seed": 0,
         }
         opts.update(simulator_options or {})
-        core = create_demo_core(**opts)
+        core: Any = create_demo_core(**opts)
         try:
             scope = CoreMicroscope(core, z_limits_um, settle_ms, objective=objective)
             yield scope

@@ -367,7 +367,7 @@ def run_demo(options: DemoOptions, *, scorer: Any = None, console: Any = None) -
         }
 
     af_summary = af.summary() if af is not None else None
-    records: dict[tuple[int, Hashable], Any] = {}
+    records: dict[tuple[int | None, Hashable], Any] = {}
     if af_summary is not None:
         for r in af_summary.records:
             records[(r.time_index, r.position)] = r
@@ -567,12 +567,12 @@ def print_result(result: DemoResult, console: Any = None) -> None:
             f"{result.mean_images_per_autofocus:.2f} images each on average, "
             f"{result.n_autofocus_failed} failed"
         )
-    p, r = result.flag_precision, result.flag_recall
+    prec, rec = result.flag_precision, result.flag_recall
     lines.append(
         "flags (out of focus = |dz| > DOF): precision "
-        + ("-" if p is None else f"{p:.3f}")
+        + ("-" if prec is None else f"{prec:.3f}")
         + ", recall "
-        + ("-" if r is None else f"{r:.3f}")
+        + ("-" if rec is None else f"{rec:.3f}")
         + f" {result.flag_counts}"
     )
     lines.append(

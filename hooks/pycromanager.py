@@ -352,17 +352,10 @@ class AutofocusHook:
         with self._lock:
             focus = {k: s.focus_z_um for k, s in self._state.items() if s.focus_z_um is not None}
             offsets = {k: s.offset_um for k, s in self._state.items() if s.offset_um is not None}
-        n = len(recs)
-        images = sum(r.images_used for r in recs)
-        return AutofocusSummary(
-            n_autofocus=n,
-            n_converged=sum(r.applied for r in recs),
-            n_failed=sum(not r.applied for r in recs),
-            images_used=images,
-            mean_images=images / n if n else float("nan"),
+        return AutofocusSummary.from_records(
+            recs,
             focus_z_um=focus,
-            offsets_um=offsets,  # type: ignore[arg-type]
-            records=recs,
+            offsets_um=offsets,
             errors=self.controller.errors(),
             cancelled=self.controller.cancelled,
         )

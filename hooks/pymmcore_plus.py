@@ -202,17 +202,10 @@ class AutofocusEngine(MDAEngine):
 
     def summary(self) -> AutofocusSummary:
         recs = self.records()
-        n = len(recs)
-        images = sum(r.images_used for r in recs)
-        return AutofocusSummary(
-            n_autofocus=n,
-            n_converged=sum(r.applied for r in recs),
-            n_failed=sum(not r.applied for r in recs),
-            images_used=images,
-            mean_images=images / n if n else float("nan"),
+        return AutofocusSummary.from_records(
+            recs,
             focus_z_um={},
             offsets_um={k: float(v) for k, v in self._z_correction.items()},
-            records=recs,
             errors=() if self.controller is None else self.controller.errors(),
             cancelled=False if self.controller is None else self.controller.cancelled,
         )

@@ -117,6 +117,32 @@ class AutofocusSummary:
     errors: tuple[HookFailure, ...]
     cancelled: bool
 
+    @classmethod
+    def from_records(
+        cls,
+        records: tuple[AutofocusRecord, ...],
+        *,
+        focus_z_um: dict[Hashable, float],
+        offsets_um: dict[Hashable, float],
+        errors: tuple[HookFailure, ...],
+        cancelled: bool,
+    ) -> AutofocusSummary:
+        """Counts and the mean image count derived from the records."""
+        n = len(records)
+        images = sum(r.images_used for r in records)
+        return cls(
+            n_autofocus=n,
+            n_converged=sum(r.applied for r in records),
+            n_failed=sum(not r.applied for r in records),
+            images_used=images,
+            mean_images=images / n if n else float("nan"),
+            focus_z_um=focus_z_um,
+            offsets_um=offsets_um,
+            records=records,
+            errors=errors,
+            cancelled=cancelled,
+        )
+
 
 @dataclass(frozen=True)
 class FlagSummary:

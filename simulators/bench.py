@@ -61,13 +61,24 @@ def run_render_benchmark(
                 return render_field(sp, obj, dz_um, 0.0, 0.0, sh)
 
             signal = snap_signal()
-            t_spec = _median_s(
-                lambda sp=spec, sh=shape: sp.patch(0.0, 0.0, sh, obj.pixel_size_um), repeats
-            )
+
+            def specimen_patch(sp: Any = spec, sh: tuple[int, int] = shape) -> Any:
+                return sp.patch(0.0, 0.0, sh, obj.pixel_size_um)
+
+            def noise(sig: np.ndarray = signal) -> Any:
+                return cam.expose(sig, rng)
+
+            def snap() -> Any:
+                return cam.expose(snap_signal(), rng)
+
+            def gaussian(sig: np.ndarray = signal) -> Any:
+                return ndimage.gaussian_filter(sig, 3.0)
+
+            t_spec = _median_s(specimen_patch, repeats)
             t_render = _median_s(snap_signal, repeats)
-            t_noise = _median_s(lambda sig=signal: cam.expose(sig, rng), repeats)
-            t_snap = _median_s(lambda: cam.expose(snap_signal(), rng), repeats)
-            t_gauss = _median_s(lambda sig=signal: ndimage.gaussian_filter(sig, 3.0), repeats)
+            t_noise = _median_s(noise, repeats)
+            t_snap = _median_s(snap, repeats)
+            t_gauss = _median_s(gaussian, repeats)
             rows.append(
                 {
                     "specimen": name,

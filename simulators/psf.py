@@ -49,6 +49,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.special import j0, roots_legendre
 
+from autofocus.checks import finite_float
 from autofocus.errors import InvalidInputError
 from autofocus.optics import Objective, get_objective
 
@@ -221,15 +222,7 @@ def _as_objective(objective: Objective | str) -> Objective:
 
 
 def _as_dz(dz_um: Any, name: str = "dz_um") -> float:
-    if isinstance(dz_um, bool):
-        raise InvalidInputError(f"{name} must be a number, got {dz_um!r}")
-    try:
-        value = float(dz_um)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a number, got {dz_um!r}") from exc
-    if not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be finite, got {dz_um!r}")
-    return value
+    return finite_float(dz_um, name)
 
 
 def _as_aberrations(aberrations: Any) -> Aberrations:

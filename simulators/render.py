@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.fft as sfft
 
+from autofocus.checks import finite_float
 from autofocus.errors import InvalidInputError
 from autofocus.optics import Objective, get_objective
 from simulators.psf import (
@@ -68,15 +69,7 @@ _WORKERS = -1
 # validation
 # ---------------------------------------------------------------------------
 def _finite_float(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{name} must be a number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(out):
-        raise InvalidInputError(f"{name} must be finite, got {value!r}")
-    return out
+    return finite_float(value, name)
 
 
 def _shape2(shape: Any, name: str = "shape") -> tuple[int, int]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -576,7 +577,7 @@ def _zigzag(i: int) -> int:
 _Objects = dict[str, np.ndarray]
 
 
-class TiledSpecimen:
+class TiledSpecimen(ABC):
     """Base class: layers, surface, tiling and caching; subclasses draw and render."""
 
     name: ClassVar[str] = ""
@@ -683,13 +684,13 @@ class TiledSpecimen:
 
         ``lod`` >= 1 lets curved filaments keep every ``lod``-th vertex (fewer, longer
         segments when pixels are big); it must not change any random draw.
-        Object-based specimens implement this; pure textures (calibration slide,
-        empty) do not need it."""
-        raise NotImplementedError(f"{type(self).__name__} defines no tile objects")
+        Object-based specimens override this; pure textures (calibration slide,
+        empty) keep this default: no objects."""
+        return {}
 
+    @abstractmethod
     def _render_layer(self, grid: _Grid, layer: int) -> np.ndarray | None:
-        """Rasterise one layer of the field; every specimen class implements it."""
-        raise NotImplementedError(f"{type(self).__name__} defines no layer renderer")
+        """Rasterise one layer of the field (None: nothing in it)."""
 
 
 def _check_grid(x0_um: Any, y0_um: Any, shape: Any, pixel_size_um: Any) -> _Grid:

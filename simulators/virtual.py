@@ -339,7 +339,7 @@ class VirtualMicroscope:
         with self._lock:
             kw = {**self._camera_kw, **settings}
             try:
-                model = CameraModel(**kw)
+                model = CameraModel.model_validate(kw)
             except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
                 raise InvalidInputError(f"invalid camera settings {settings}: {exc}") from exc
             self._camera_kw, self._camera_model = kw, model
