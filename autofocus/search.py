@@ -124,6 +124,19 @@ class SearchConfig(BaseModel):
     roi_min_texture: float = Field(default=0.5, ge=0, le=1)
     min_rois: int = Field(default=3, ge=1)
     confirm: bool = Field(default=False, description="one extra image at z* to check it")
+    pair_refine: bool = Field(
+        default=True,
+        description="finish only with a pair of flank samples symmetric about z* (step 5)",
+    )
+    flank_rise_frac: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="flank distance d: the curve rises by this fraction of (trusted - min)",
+    )
+    pair_symmetry_frac: float = Field(
+        default=0.1, gt=0, le=1, description="a pair is symmetric within this fraction of d"
+    )
     model_jump: bool = Field(
         default=True, description="expand towards the curve-matched estimate, not blindly"
     )
@@ -433,6 +446,7 @@ class _State:
     obs: list[_Obs] = field(default_factory=list)
     result: FocusResult | None = None
     confirmed: bool = False
+    last_estimate_um: float | None = None
     compute_s: float = 0.0
 
 
@@ -477,6 +491,7 @@ class FocusSearch:
         if self.curve.dz_range_um is not None:
             scale = min(scale, max(-self.curve.dz_range_um[0], self.curve.dz_range_um[1]))
         self.precision_um = self.config.precision_um or scale / 20
+        self.flank_um = self._flank_distance()
         # the start first (the paper's z1), then the bracket ends, all inside the limits
         a, c = z0 - h, z0 + h
         if a < lo:
@@ -629,6 +644,11 @@ class FocusSearch:
                 )
             logger.debug("%d undetermined images; sampling closer", n_bad)
             return
+        t = cfg.trusted_blur_px
+        if cfg.pair_refine and t is not None and bool(np.any(b <= t)):
+            # near focus: the calibration places focus; symmetric flank samples pin it
+            self._refine_with_pair(z, b, good)
+            return
         conv = convexity_test(
             z,
             b,
@@ -664,6 +684,7 @@ class FocusSearch:
             est = self._best_effort(z, b)
             if (est - z[end]) * direction > 0:
                 z_new = est + direction * self.half_width_um / 2
+                self._s.last_estimate_um = est
         z_new = min(max(z_new, lo), hi)
         limit = lo if direction < 0 else hi
         at_limit = math.isfinite(limit) and abs(z[end] - limit) <= 1e-9 * max(1.0, abs(limit))
@@ -688,6 +709,164 @@ class FocusSearch:
             self._finish(
                 "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
             )
+
+    # ---- symmetric flank pair (step 5) --------------------------------------------
+    def _flank_distance(self) -> float:
+        """``d``: where the curve has risen by ``flank_rise_frac`` of (trusted - min).
+
+        There b(z) is steep for every specimen (beads included) yet still
+        specimen-independent, so a pair of samples at ``z* -/+ d`` measures the offset
+        of ``z*`` from focus through their difference, whatever the specimen's gain.
+        """
+        c = self.curve
+        top = self.config.trusted_blur_px
+        if top is None or top <= c.min_px:
+            top = c.min_px + c.amplitude_px / 2
+        target = c.min_px + self.config.flank_rise_frac * (top - c.min_px)
+        r = c.dz_range_um or (-3 * c.fwhm_um, 3 * c.fwhm_um)
+        sides = []
+        for sign, reach in ((-1.0, -r[0]), (1.0, r[1])):
+            dz = np.linspace(0.0, max(reach, 0.0), 2001)
+            above = c(sign * dz) >= target
+            if above[1:].any():
+                sides.append(float(dz[int(np.argmax(above))]))
+        if not sides or min(sides) <= 0:
+            return c.fwhm_um / 4
+        return float(np.mean(sides))
+
+    def _flank_samples(self, z: np.ndarray, b: np.ndarray, est: float) -> tuple[list, list]:
+        d, t = self.flank_um, self.config.trusted_blur_px
+        t = math.inf if t is None else t
+        left = [i for i in range(z.size) if 0.5 * d <= est - z[i] <= 1.5 * d and b[i] <= t]
+        right = [i for i in range(z.size) if 0.5 * d <= z[i] - est <= 1.5 * d and b[i] <= t]
+        return left, right
+
+    def _pair_asymmetry(self, z: np.ndarray, b: np.ndarray, est: float) -> float:
+        """Smallest ``|(z* - zL) - (zR - z*)|`` over flank pairs (inf: no pair)."""
+        left, right = self._flank_samples(z, b, est)
+        if not left or not right:
+            return math.inf
+        return min(abs((est - z[i]) - (z[j] - est)) for i in left for j in right)
+
+    def _coarse_estimate(self, z: np.ndarray, b: np.ndarray) -> float:
+        """Focus from the trusted samples only (b <= trusted: specimen-independent).
+
+        Blurrier samples only said which way to go; matching them as well pulls the
+        estimate by the specimen's own saturation.  One trusted sample gives two
+        candidates ``z -/+ |dz|`` (calibration inverse); the one nearer the previous
+        estimate (the search aimed there) wins, else the all-sample match decides.
+        """
+        t = self.config.trusted_blur_px
+        near = b <= (math.inf if t is None else t)
+        if int(near.sum()) >= 2:
+            zn, bn = z[near], b[near]
+            lo, hi = self.config.z_limits_um
+            w = 2 * self.flank_um
+            grid = np.linspace(max(zn.min() - w, lo), min(zn.max() + w, hi), self.config.grid_points)
+            return float(self._match(zn, bn[:, None], grid, refine=False).z_um[0])
+        if int(near.sum()) == 1:
+            i = int(np.argmax(near))
+            dz = self.curve.abs_dz_um(float(b[i]))
+            ref = self._s.last_estimate_um
+            if ref is None:
+                ref = self._best_effort(z, b)
+            # b rises with |dz| no faster than the steepest gain x calibration slope:
+            # a candidate that needs a blurrier sample to rise faster is impossible
+            zf, bf = z[~near], b[~near]
+            rate = self.config.gain_bounds[1] * self._max_slope()
+
+            def key(c: float) -> tuple[float, float]:
+                if zf.size == 0:
+                    return 0.0, abs(c - ref)
+                rise = (bf - b[i]) - rate * (np.abs(zf - c) - abs(z[i] - c))
+                return max(float(rise.max()), 0.0), abs(c - ref)
+
+            return float(min((z[i] - dz, z[i] + dz), key=key))
+        return self._best_effort(z, b)
+
+    def _max_slope(self) -> float:
+        """Steepest |db/dz| of the calibration curve over its range, px/um."""
+        c = self.curve
+        r = c.dz_range_um or (-3 * c.fwhm_um, 3 * c.fwhm_um)
+        return float(np.max(np.abs(c.slope(np.linspace(r[0], r[1], 2001)))))
+
+    def _local_match(self, z: np.ndarray, b: np.ndarray, est: float) -> tuple[np.ndarray, ...]:
+        """Samples within ``2.5 d`` of ``est`` (the whole set if fewer than 2)."""
+        t = self.config.trusted_blur_px
+        sel = (np.abs(z - est) <= 2.5 * self.flank_um) & (b <= (math.inf if t is None else t))
+        if not sel.any():
+            sel = np.abs(z - z[np.argmin(np.abs(z - est))]) == 0
+        return z[sel], b[sel], sel
+
+    def _queue_pair_step(self, z: np.ndarray, b: np.ndarray, est: float) -> bool:
+        """Mirror the flank sample nearest to distance d about ``est`` (or image both
+        ``est -/+ d`` when there is none); returns whether anything was queued."""
+        lo, hi = self.config.z_limits_um
+        d = self.flank_um
+        left, right = self._flank_samples(z, b, est)
+        flank = left + right
+        if flank:
+            i = min(flank, key=lambda k: abs(abs(z[k] - est) - d))
+            targets = [2 * est - float(z[i])]
+        else:
+            targets = [est - d, est + d]
+        room = self.config.max_images - len(self._s.obs)
+        queued = False
+        for zt in targets[: max(room, 0)]:
+            zc = min(max(zt, lo), hi)
+            if abs(zc - est) < 0.5 * d:  # the soft limit leaves no room for a flank sample
+                continue
+            queued = self._new_z(zc, z) or queued
+        return queued
+
+    def _refine_with_pair(self, z: np.ndarray, b: np.ndarray, good: list[_Obs]) -> None:
+        cfg = self.config
+        lo, hi = cfg.z_limits_um
+        est = self._coarse_estimate(z, b)
+        zl, bl, sel = self._local_match(z, b, est)
+        span = (min(float(zl.min()), est - self.flank_um), max(float(zl.max()), est + self.flank_um))
+        grid = np.linspace(max(span[0], lo), min(span[1], hi), cfg.grid_points)
+        loc = self._match(zl, bl, grid, refine=True)
+        if zl.size >= 2:
+            est = float(loc.z_um[0])
+        self._s.last_estimate_um = est
+        asym = self._pair_asymmetry(z, b, est)
+        paired = asym <= cfg.pair_symmetry_frac * self.flank_um
+        if not paired and self._can_image() and self._queue_pair_step(z, b, est):
+            return
+        if (
+            paired
+            and len(self._s.obs) < cfg.min_images
+            and self._can_image()
+            and self._new_z(min(max(est, lo), hi), z)
+        ):
+            return
+        conf = (1.0 / (1.0 + (float(loc.rms_norm[0]) / cfg.good_match_sd) ** 2)) * (
+            1.0 / (1.0 + (float(loc.sigma_z_um[0]) / self.precision_um) ** 2)
+        )
+        z_est, n_rois, spread = est, 0, None
+        if cfg.per_roi:
+            kept = [o for o, k in zip(good, sel, strict=True) if k]
+            roi = self._roi_estimate(zl, kept, grid, min_points=2)
+            if roi is not None:
+                z_est, n_rois, spread = roi
+        if paired:
+            reason = "matched calibration curve; symmetric flank pair"
+        else:
+            conf = min(conf, 0.5 * cfg.min_confidence)
+            reason = f"no symmetric flank pair after {len(self._s.obs)} images"
+        self._finish(
+            "converged",
+            reason,
+            z=z_est,
+            estimate=z_est,
+            confidence=conf,
+            bracketed=math.isfinite(asym),
+            n_rois=n_rois,
+            roi_spread=spread,
+            gain=float(loc.gain[0]),
+            offset=float(loc.offset_px[0]),
+        )
 
     def _trusted_half_width(self) -> float | None:
         """Smallest |dz| at which the calibration curve reaches ``trusted_blur_px``."""
@@ -771,7 +950,7 @@ class FocusSearch:
         )
 
     def _roi_estimate(
-        self, z: np.ndarray, good: list[_Obs], grid: np.ndarray
+        self, z: np.ndarray, good: list[_Obs], grid: np.ndarray, min_points: int = 3
     ) -> tuple[float, int, float] | None:
         rois = [o.roi_b for o in good if o.roi_b is not None]
         if len(rois) != len(good):
@@ -780,7 +959,7 @@ class FocusSearch:
         if len(sizes) != 1:
             return None
         bm = np.stack(rois)  # (P, R)
-        keep = np.isfinite(bm).sum(0) >= 3
+        keep = np.isfinite(bm).sum(0) >= min_points
         if keep.sum() < self.config.min_rois:
             return None
         bm = bm[:, keep]

@@ -68,8 +68,11 @@ def test_axes_based_af_recentres_stacks_per_position(drifting_core, truth: Frame
         assert abs(meta["AutofocusOffsetUm"]) < 20  # the correction in force for the frame
     s = engine.summary()
     assert s.n_autofocus == 6 and s.n_failed == 0
-    # independent corrections: the positions' focus differs by the slide tilt (3 um)
-    assert engine.z_correction_um(1) - engine.z_correction_um(0) == pytest.approx(3.0, abs=0.3)
+    # independent corrections: the positions' focus differs by the slide tilt (3 um) plus
+    # the linear drift (0.04 um per 2 s frame) over the frames between the two autofocus
+    # runs (position 0's 3-slice stack and position 1's autofocus images, <= 8)
+    diff = engine.z_correction_um(1) - engine.z_correction_um(0)
+    assert 3.0 - 0.15 <= diff <= 3.0 + 0.04 * (3 + 8) + 0.15
     assert engine.flag_summary().frames_scored == 18
 
 
