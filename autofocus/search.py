@@ -762,7 +762,9 @@ class FocusSearch:
             zn, bn = z[near], b[near]
             lo, hi = self.config.z_limits_um
             w = 2 * self.flank_um
-            grid = np.linspace(max(zn.min() - w, lo), min(zn.max() + w, hi), self.config.grid_points)
+            grid = np.linspace(
+                max(zn.min() - w, lo), min(zn.max() + w, hi), self.config.grid_points
+            )
             return float(self._match(zn, bn[:, None], grid, refine=False).z_um[0])
         if int(near.sum()) == 1:
             i = int(np.argmax(near))
@@ -824,7 +826,10 @@ class FocusSearch:
         lo, hi = cfg.z_limits_um
         est = self._coarse_estimate(z, b)
         zl, bl, sel = self._local_match(z, b, est)
-        span = (min(float(zl.min()), est - self.flank_um), max(float(zl.max()), est + self.flank_um))
+        span = (
+            min(float(zl.min()), est - self.flank_um),
+            max(float(zl.max()), est + self.flank_um),
+        )
         grid = np.linspace(max(span[0], lo), min(span[1], hi), cfg.grid_points)
         loc = self._match(zl, bl, grid, refine=True)
         if zl.size >= 2:
