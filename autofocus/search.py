@@ -33,8 +33,21 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    The confidence is ``1 / (1 + (rms / good_match_sd)^2) * 1 / (1 + (sigma_z /
    precision)^2)`` with ``rms`` the normalised residual and ``sigma_z`` the ``z*``
    uncertainty from the curvature of the misfit (``Delta chi^2 = 1``).
-5. Poor confidence: add a golden-section point in the larger half of the bracket
-   around the lowest sample and refit, up to ``max_images``.
+5. Symmetric flank pair (``pair_refine``, the default).  Once any sample is within
+   ``trusted_blur_px`` (where b(z) is the same for every specimen), focus is
+   estimated from the trusted samples only (one trusted sample: its two mirror
+   candidates ``z -/+ |dz|``, the impossible one rejected because a blurrier sample
+   would have to rise faster than the steepest gain x calibration slope), matched
+   locally (samples within ``2.5 d``), and the search finishes only when two samples
+   at ``0.5 d .. 1.5 d`` on either side are symmetric about the estimate within
+   ``pair_symmetry_frac * d``.  Otherwise the flank sample nearest ``d`` is mirrored
+   about the estimate (one image), or both ``z* -/+ d`` are imaged.  ``d`` is where
+   the curve has risen by ``flank_rise_frac`` of (trusted - min): b is steep there
+   for every specimen, so the pair's difference measures the estimate's offset from
+   focus almost independently of the specimen's gain and offset (the curve is even
+   in dz).  Without ``pair_refine`` (or with no trusted sample yet) poor confidence
+   adds a golden-section point in the larger half of the bracket around the lowest
+   sample, up to ``max_images``.
 6. Per ROI: with per-patch blur scores (``FocusScore.regressor_patches``), every
    textured patch is matched on its own and the estimates are combined by a median
    after rejecting outliers beyond 3 scaled MADs; too few ROIs -> the frame median.

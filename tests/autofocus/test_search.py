@@ -342,3 +342,64 @@ def test_find_focus_on_simulator_real_scorer_both_sides() -> None:
             assert abs(scope.get_z_um() - vm.true_focus_um()) < obj.dof_um / 4
     finally:
         unload(core)
+
+
+# ------------------------------------------------------------------ symmetric flank pair
+def _flank_pair(res, search: FocusSearch) -> tuple[float, float] | None:
+    d = search.flank_um
+    zs = [z for z, b in res.trace if math.isfinite(b)]
+    left = [z for z in zs if 0.5 * d <= res.z_um - z <= 1.5 * d]
+    right = [z for z in zs if 0.5 * d <= z - res.z_um <= 1.5 * d]
+    pairs = [(a, c) for a in left for c in right]
+    if not pairs:
+        return None
+    return min(pairs, key=lambda p: abs((res.z_um - p[0]) - (p[1] - res.z_um)))
+
+
+@pytest.mark.parametrize("start_offset", [-70.0, -12.0, 0.0, 9.0, 55.0])
+def test_pair_refinement_pins_focus_despite_gain_and_offset(
+    curve: BlurCurve, start_offset: float
+) -> None:
+    """A specimen 30 % steeper and 1.5 px sharper than the calibration slide: the final
+    estimate sits between two flank samples symmetric about it and is accurate."""
+    z_true = -4.0
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    search = FocusSearch(z_true + start_offset, curve, cfg)
+    res = find_focus(_measure(z_true, 1.3, -1.5, noise=0.1), z_true + start_offset, curve, cfg)
+    assert res.status == "converged" and "symmetric flank pair" in res.reason
+    assert abs(res.z_um - z_true) < 0.3
+    pair = _flank_pair(res, search)
+    assert pair is not None
+    a, c = pair
+    assert abs((res.z_um - a) - (c - res.z_um)) <= cfg.pair_symmetry_frac * search.flank_um + 0.2
+
+
+def test_pair_refinement_off_is_the_plain_match(curve: BlurCurve) -> None:
+    cfg = SearchConfig(z_limits_um=(-500, 500), pair_refine=False)
+    res = find_focus(_measure(3.0, 1.0, 0.0, noise=0.1), 40.0, curve, cfg)
+    assert res.status == "converged" and "symmetric" not in res.reason
+
+
+def test_specimen_saturating_early_does_not_fool_the_side_choice(curve: BlurCurve) -> None:
+    """Far from focus a dense specimen's blur score saturates well below the slide's:
+    the single near sample's two mirror candidates are told apart by how fast b may rise."""
+    z_true = 10.0
+    rng = np.random.default_rng(3)
+
+    def measure(z: float) -> float:
+        b = float(oracle_b(z - z_true, K))
+        return min(b, 22.0 + 0.1 * b) + float(rng.normal(0, 0.1))
+
+    for start in (z_true + 60.0, z_true - 60.0):
+        res = find_focus(measure, start, curve, SearchConfig(z_limits_um=(-500, 500)))
+        assert res.status == "converged"
+        assert abs(res.z_um - z_true) < 0.5
+
+
+def test_flank_distance_follows_the_curve(curve: BlurCurve) -> None:
+    s = FocusSearch(0.0, curve, SearchConfig())
+    c = curve.centred()
+    t = SearchConfig().trusted_blur_px
+    assert t is not None
+    target = c.min_px + SearchConfig().flank_rise_frac * (t - c.min_px)
+    assert float(c(s.flank_um)) == pytest.approx(target, abs=0.3)
