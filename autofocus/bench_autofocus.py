@@ -51,6 +51,7 @@ import numpy as np
 
 from autofocus.errors import InvalidInputError
 from autofocus.optics import Objective, get_objective
+from autofocus.score import measure_blur
 
 __all__ = ["BenchSettings", "run_autofocus_benchmark"]
 
@@ -90,7 +91,7 @@ def _scored(trial: _Trial, scorer: Any, obj: Objective, z: float) -> tuple[Any, 
     if key not in trial.scores:
         f = trial.frame(z)
         t0 = time.perf_counter()
-        s = scorer.score(f, obj, with_patches=True)
+        s = measure_blur(scorer, f, obj, with_patches=True)
         trial.scores[key] = (s, time.perf_counter() - t0)
     return trial.scores[key]
 

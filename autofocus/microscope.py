@@ -30,6 +30,7 @@ import numpy as np
 
 from autofocus.errors import HardwareError, InvalidInputError, StageLimitError
 from autofocus.optics import Objective
+from autofocus.score import measure_blur
 
 __all__ = ["CoreMicroscope", "Microscope", "autofocus_on", "make_measure"]
 
@@ -215,7 +216,7 @@ def make_measure(
     def measure(z_um: float) -> Any:
         microscope.set_z_um(z_um)
         frame = microscope.snap()
-        return scorer.score(frame, objective, with_patches=with_patches)
+        return measure_blur(scorer, frame, objective, with_patches=with_patches)
 
     return measure
 

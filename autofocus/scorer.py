@@ -21,6 +21,7 @@ Aggregation
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from autofocus.errors import InvalidFrameError
 from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
-from autofocus.score import FocusScore, PatchGrid, Verdict
+from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
@@ -94,6 +95,39 @@ class LocalScorer:
     ) -> FocusScore:
         return self.score_batch([frame], objective, with_patches=with_patches)[0]
 
+    def blur_score(
+        self, frame: np.ndarray, objective: Objective | None = None, *, with_patches: bool = False
+    ) -> BlurScore:
+        """Only the blur regressor (b, texture, per-patch blur): what the search needs.
+
+        Same pre-processing and the same ``b`` as :meth:`score` (tested), without the
+        classifier's forward pass.
+        """
+        f = prepare_frame(frame, CLASSIFIER_PATCH)
+        fr = _pad_to(f, REGRESSOR_PATCH)
+        rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
+        rp, rs = normalise_patches(extract_patches(fr, rg))
+        reg = self._run(self._reg, rp)
+        tex_r, textured_r, blur, astig = self._regressor_values(reg, rs)
+        b, spread, _ = _blur_stats(blur, astig, textured_r)
+        return BlurScore(
+            blur_px=b,
+            blur_spread_px=spread,
+            textured_fraction=float(textured_r.mean()),
+            model_version=self.model_version,
+            regressor_patches=_regressor_grid(rg, blur, tex_r, astig) if with_patches else None,
+        )
+
+    def _regressor_values(
+        self, reg: np.ndarray, r_sig: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        tex_r = 1.0 / (1.0 + np.exp(-reg[:, -1].astype(np.float64)))
+        tex_r = np.where(r_sig, tex_r, 0.0)
+        textured_r = tex_r >= self.texture_threshold
+        blur = np.maximum(reg[:, 0].astype(np.float64), 0.0)
+        astig = np.hypot(reg[:, 1], reg[:, 2]).astype(np.float64)
+        return tex_r, textured_r, blur, astig
+
     def score_batch(
         self,
         frames: Sequence[np.ndarray],
@@ -157,11 +191,7 @@ class LocalScorer:
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
         cert = certainty(p)
-        tex_r = 1.0 / (1.0 + np.exp(-reg[:, -1].astype(np.float64)))
-        tex_r = np.where(r_sig, tex_r, 0.0)
-        textured_r = tex_r >= self.texture_threshold
-        blur = np.maximum(reg[:, 0].astype(np.float64), 0.0)
-        astig = np.hypot(reg[:, 1], reg[:, 2]).astype(np.float64)
+        tex_r, textured_r, blur, astig = self._regressor_values(reg, r_sig)
 
         # texture of the regressor patch under each classifier patch centre
         cy = cg.ys + cg.size / 2
@@ -177,12 +207,7 @@ class LocalScorer:
         levels = np.arange(N_LEVELS)
         expected = float((probs * levels).sum())
         c_mean, c_max, c_weighted = image_certainties(cert, w > 0)
-        if textured_r.any():
-            b = float(np.median(blur[textured_r]))
-            spread = float(np.median(np.abs(blur[textured_r] - b)))
-            ast = float(np.median(astig[textured_r]))
-        else:
-            b = spread = ast = float("nan")
+        b, spread, ast = _blur_stats(blur, astig, textured_r)
         p_in = float(probs[: self.in_focus_max_level + 1].sum())
         verdict: Verdict
         if not determined:
@@ -205,16 +230,7 @@ class LocalScorer:
                     "weight": w.reshape(cg.shape),
                 },
             )
-            rgrid = PatchGrid(
-                rg.ys,
-                rg.xs,
-                rg.size,
-                {
-                    "blur_px": blur.reshape(rg.shape),
-                    "texture": tex_r.reshape(rg.shape),
-                    "astigmatism_px": astig.reshape(rg.shape),
-                },
-            )
+            rgrid = _regressor_grid(rg, blur, tex_r, astig)
         return FocusScore(
             probabilities=probs,
             expected_level=expected,
@@ -253,6 +269,23 @@ def image_certainties(cert: np.ndarray, used: np.ndarray) -> tuple[float, float,
     if c.size == 0:
         return 0.0, 0.0, 0.0
     return float(c.mean()), float(c.max()), float((c**2).sum() / max(c.sum(), 1e-12))
+
+
+def _blur_stats(
+    blur: np.ndarray, astig: np.ndarray, textured: np.ndarray
+) -> tuple[float, float, float]:
+    """b = median blur over textured patches, its median absolute spread, astigmatism."""
+    if not textured.any():
+        return math.nan, math.nan, math.nan
+    b = float(np.median(blur[textured]))
+    return b, float(np.median(np.abs(blur[textured] - b))), float(np.median(astig[textured]))
+
+
+def _regressor_grid(
+    rg: TileGrid, blur: np.ndarray, tex: np.ndarray, astig: np.ndarray
+) -> PatchGrid:
+    values = {"blur_px": blur, "texture": tex, "astigmatism_px": astig}
+    return PatchGrid(rg.ys, rg.xs, rg.size, {k: v.reshape(rg.shape) for k, v in values.items()})
 
 
 def _nearest_index(centres: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:

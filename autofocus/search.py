@@ -75,7 +75,7 @@ from autofocus.errors import (
     InvalidInputError,
     StageLimitError,
 )
-from autofocus.score import FocusScore
+from autofocus.score import BlurScore, FocusScore
 
 __all__ = [
     "ConvexityResult",
@@ -540,7 +540,7 @@ class FocusSearch:
         finally:
             self._s.compute_s += time.perf_counter() - t0
 
-    def observe(self, z_um: float, score: float | FocusScore) -> None:
+    def observe(self, z_um: float, score: float | FocusScore | BlurScore) -> None:
         """Record the blur score measured at ``z_um`` (a float b in px, or a FocusScore).
 
         A NaN score or an undetermined :class:`FocusScore` counts as an empty field.
@@ -1005,7 +1005,7 @@ class FocusSearch:
 
 # ----------------------------------------------------------------- driver
 def find_focus(
-    measure: Callable[[float], float | FocusScore],
+    measure: Callable[[float], float | FocusScore | BlurScore],
     z_start_um: float,
     calibration: Any,
     config: SearchConfig | None = None,
@@ -1066,7 +1066,7 @@ def _finite(value: Any, name: str) -> float:
 
 def _parse_score(score: Any, min_texture: float) -> tuple[float, np.ndarray | None]:
     """(b, per-ROI b or None) from a float or a FocusScore; NaN b = undetermined."""
-    if isinstance(score, FocusScore):
+    if isinstance(score, (FocusScore, BlurScore)):
         if not score.determined:
             return math.nan, None
         b = float(score.blur_px)
@@ -1083,7 +1083,8 @@ def _parse_score(score: Any, min_texture: float) -> tuple[float, np.ndarray | No
         return (b if math.isfinite(b) else math.nan), roi
     if isinstance(score, bool) or not isinstance(score, (int, float, np.floating, np.integer)):
         raise InvalidInputError(
-            f"measure must return a float blur score or a FocusScore, got {type(score)!r}"
+            f"measure must return a float blur score, a FocusScore or a BlurScore, "
+            f"got {type(score)!r}"
         )
     b = float(score)
     return (b if math.isfinite(b) else math.nan), None

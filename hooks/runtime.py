@@ -36,7 +36,7 @@ import numpy as np
 
 from autofocus.errors import AutofocusError, FocusSearchError, InvalidInputError
 from autofocus.optics import Objective
-from autofocus.score import FocusScore, Scorer
+from autofocus.score import FocusScore, Scorer, measure_blur
 
 __all__ = [
     "AutofocusRecord",
@@ -287,7 +287,7 @@ class FocusController:
                     break
                 m.set_z_um(z)
                 frame = m.snap()
-                search.observe(z, self.scorer.score(frame, obj, with_patches=with_patches))
+                search.observe(z, measure_blur(self.scorer, frame, obj, with_patches=with_patches))
         except Exception as exc:  # scorer timeout, stage error, bad frame...
             error = exc
             search.abort(f"{type(exc).__name__}: {exc}")

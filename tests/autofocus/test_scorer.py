@@ -99,3 +99,27 @@ def test_aggregation_formulas_hand_computed() -> None:
     assert mx == pytest.approx(0.9)
     assert weighted == pytest.approx((0.81 + 0.09) / 1.2)
     assert image_certainties(c, np.zeros(3, bool)) == (0.0, 0.0, 0.0)
+
+
+def test_blur_score_is_the_regressor_part_of_score(scorer: LocalScorer) -> None:
+    """The search's cheaper score: same b, spread, texture and patch grid, no classifier."""
+    from autofocus.score import BlurScore, measure_blur
+
+    rng = np.random.default_rng(5)
+    frame = (rng.random((300, 260)) * 4000 + 100).astype(np.uint16)
+    full = scorer.score(frame, with_patches=True)
+    fast = scorer.blur_score(frame, with_patches=True)
+    assert isinstance(fast, BlurScore)
+    assert fast.blur_px == full.blur_px
+    assert fast.blur_spread_px == full.blur_spread_px
+    assert fast.textured_fraction == full.textured_fraction
+    assert fast.model_version == full.model_version
+    assert full.regressor_patches is not None and fast.regressor_patches is not None
+    for k, v in full.regressor_patches.values.items():
+        np.testing.assert_array_equal(fast.regressor_patches.values[k], v)
+    assert scorer.blur_score(frame).regressor_patches is None
+    assert isinstance(measure_blur(scorer, frame, None, with_patches=False), BlurScore)
+    blank = scorer.blur_score(np.full((128, 128), 500, np.uint16))
+    assert not blank.determined and np.isnan(blank.blur_px)
+    with pytest.raises(InvalidFrameError):
+        scorer.blur_score(np.zeros((10, 10), np.uint16))
