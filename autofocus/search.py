@@ -799,6 +799,11 @@ class FocusSearch:
             return float(min((z[i] - dz, z[i] + dz), key=key))
         return self._best_effort(z, b)
 
+    def _confidence(self, m: MatchResult) -> float:
+        """``1 / (1 + (rms / good_match_sd)^2) * 1 / (1 + (sigma_z / precision)^2)``."""
+        fit = 1.0 / (1.0 + (float(m.rms_norm[0]) / self.config.good_match_sd) ** 2)
+        return fit / (1.0 + (float(m.sigma_z_um[0]) / self.precision_um) ** 2)
+
     def _max_slope(self) -> float:
         """Steepest |db/dz| of the calibration curve over its range, px/um."""
         c = self.curve
@@ -859,9 +864,7 @@ class FocusSearch:
             and self._new_z(min(max(est, lo), hi), z)
         ):
             return
-        conf = (1.0 / (1.0 + (float(loc.rms_norm[0]) / cfg.good_match_sd) ** 2)) * (
-            1.0 / (1.0 + (float(loc.sigma_z_um[0]) / self.precision_um) ** 2)
-        )
+        conf = self._confidence(loc)
         z_est, n_rois, spread = est, 0, None
         if cfg.per_roi:
             kept = [o for o, k in zip(good, sel, strict=True) if k]
@@ -933,9 +936,7 @@ class FocusSearch:
         grid = np.linspace(z[0], z[-1], cfg.grid_points)
         glob = self._match(z, b, grid, refine=True)
         z_glob = float(glob.z_um[0])
-        conf = (1.0 / (1.0 + (float(glob.rms_norm[0]) / cfg.good_match_sd) ** 2)) * (
-            1.0 / (1.0 + (float(glob.sigma_z_um[0]) / self.precision_um) ** 2)
-        )
+        conf = self._confidence(glob)
         z_est, n_rois, spread = z_glob, 0, None
         if cfg.per_roi:
             roi = self._roi_estimate(z, good, grid)
