@@ -65,6 +65,13 @@ class _Trunk(nn.Module):
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
 
+def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """Linear - ReLU - Linear on the trunk's pooled features."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features)
+    )
+
+
 class DefocusClassifier(nn.Module):
     """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
 
@@ -72,11 +79,7 @@ class DefocusClassifier(nn.Module):
         super().__init__()
         self.widths = tuple(widths)
         self.trunk = _Trunk(self.widths)
-        self.head = nn.Sequential(
-            nn.Linear(self.trunk.out_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, N_LEVELS),
-        )
+        self.head = _head(self.trunk.out_features, hidden, N_LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
@@ -89,11 +92,7 @@ class ZernikeRegressor(nn.Module):
         super().__init__()
         self.widths = tuple(widths)
         self.trunk = _Trunk(self.widths)
-        self.head = nn.Sequential(
-            nn.Linear(self.trunk.out_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, len(REGRESSOR_OUTPUTS) + 1),
-        )
+        self.head = _head(self.trunk.out_features, hidden, len(REGRESSOR_OUTPUTS) + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))

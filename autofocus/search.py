@@ -735,19 +735,12 @@ class FocusSearch:
         top = self.config.trusted_blur_px
         if top is None or top <= c.min_px:
             top = c.min_px + c.amplitude_px / 2
-        target = c.min_px + self.config.flank_rise_frac * (top - c.min_px)
-        r = c.dz_range_um or (-3 * c.fwhm_um, 3 * c.fwhm_um)
-        sides = []
-        for sign, reach in ((-1.0, -r[0]), (1.0, r[1])):
-            dz = np.linspace(0.0, max(reach, 0.0), 2001)
-            above = c(sign * dz) >= target
-            if above[1:].any():
-                sides.append(float(dz[int(np.argmax(above))]))
-        if not sides or min(sides) <= 0:
-            return c.fwhm_um / 4
-        return float(np.mean(sides))
+        d = c.abs_dz_um(c.min_px + self.config.flank_rise_frac * (top - c.min_px))
+        return d if d > 0 else c.fwhm_um / 4
 
-    def _flank_samples(self, z: np.ndarray, b: np.ndarray, est: float) -> tuple[list, list]:
+    def _flank_samples(
+        self, z: np.ndarray, b: np.ndarray, est: float
+    ) -> tuple[list[int], list[int]]:
         d, t = self.flank_um, self.config.trusted_blur_px
         t = math.inf if t is None else t
         left = [i for i in range(z.size) if 0.5 * d <= est - z[i] <= 1.5 * d and b[i] <= t]
@@ -810,8 +803,11 @@ class FocusSearch:
         r = c.dz_range_um or (-3 * c.fwhm_um, 3 * c.fwhm_um)
         return float(np.max(np.abs(c.slope(np.linspace(r[0], r[1], 2001)))))
 
-    def _local_match(self, z: np.ndarray, b: np.ndarray, est: float) -> tuple[np.ndarray, ...]:
-        """Samples within ``2.5 d`` of ``est`` (the whole set if fewer than 2)."""
+    def _local_samples(
+        self, z: np.ndarray, b: np.ndarray, est: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trusted samples within ``2.5 d`` of ``est`` -> (z, b, selection mask); the
+        sample nearest ``est`` alone when there is none."""
         t = self.config.trusted_blur_px
         sel = (np.abs(z - est) <= 2.5 * self.flank_um) & (b <= (math.inf if t is None else t))
         if not sel.any():
@@ -843,7 +839,7 @@ class FocusSearch:
         cfg = self.config
         lo, hi = cfg.z_limits_um
         est = self._coarse_estimate(z, b)
-        zl, bl, sel = self._local_match(z, b, est)
+        zl, bl, sel = self._local_samples(z, b, est)
         span = (
             min(float(zl.min()), est - self.flank_um),
             max(float(zl.max()), est + self.flank_um),

@@ -761,6 +761,15 @@ def _take(objs: _Objects, prefix: str) -> _Objects:
     return {k[n:]: v for k, v in objs.items() if k.startswith(prefix)}
 
 
+def _splat_fibres_and_fills(cv: _Canvas, objs: _Objects, fill_power: float) -> None:
+    """Segments under ``s_`` keys, then ellipse fills under ``e_`` keys (``amp (1 -
+    rho^2)^fill_power``): the filament specimens' objects."""
+    s = _take(objs, "s_")
+    _splat_segments(cv, s["xa"], s["ya"], s["xb"], s["yb"], s["w"], s["amp"])
+    e = _take(objs, "e_")
+    _splat_ellipses(cv, e["cx"], e["cy"], e["a"], e["b"], e["th"], e["amp"], fill_power)
+
+
 # =====================================================================================
 # Specimens
 # =====================================================================================
@@ -904,12 +913,8 @@ class MicrotubuleSpecimen(TiledSpecimen):
         return {**_prefixed("s_", seg), **_prefixed("e_", haze)}
 
     def _render_layer(self, grid: _Grid, layer: int) -> np.ndarray | None:
-        o = self._objects(grid, layer)
         cv = self._canvas(grid)
-        s = _take(o, "s_")
-        _splat_segments(cv, s["xa"], s["ya"], s["xb"], s["yb"], s["w"], s["amp"])
-        e = _take(o, "e_")
-        _splat_ellipses(cv, e["cx"], e["cy"], e["a"], e["b"], e["th"], e["amp"], 1.0)
+        _splat_fibres_and_fills(cv, self._objects(grid, layer), 1.0)
         return cv.image()
 
 
@@ -986,12 +991,8 @@ class ActinSpecimen(TiledSpecimen):
         return {**_prefixed("s_", seg), **_prefixed("e_", fill)}
 
     def _render_layer(self, grid: _Grid, layer: int) -> np.ndarray | None:
-        o = self._objects(grid, layer)
         cv = self._canvas(grid)
-        s = _take(o, "s_")
-        _splat_segments(cv, s["xa"], s["ya"], s["xb"], s["yb"], s["w"], s["amp"])
-        e = _take(o, "e_")
-        _splat_ellipses(cv, e["cx"], e["cy"], e["a"], e["b"], e["th"], e["amp"], 0.3)
+        _splat_fibres_and_fills(cv, self._objects(grid, layer), 0.3)
         return cv.image()
 
 
@@ -1035,12 +1036,8 @@ class TissueSpecimen(TiledSpecimen):
         return {**_prefixed("s_", seg), **_prefixed("e_", nuc)}
 
     def _render_layer(self, grid: _Grid, layer: int) -> np.ndarray | None:
-        o = self._objects(grid, layer)
         cv = self._canvas(grid)
-        s = _take(o, "s_")
-        _splat_segments(cv, s["xa"], s["ya"], s["xb"], s["yb"], s["w"], s["amp"])
-        e = _take(o, "e_")
-        _splat_ellipses(cv, e["cx"], e["cy"], e["a"], e["b"], e["th"], e["amp"], 0.5)
+        _splat_fibres_and_fills(cv, self._objects(grid, layer), 0.5)
         img = cv.image()
         ecm = _fbm(self._noise_key(layer, 2), grid, 1.0, 6, slope=0.6)
         img *= np.float32(1.0) + np.float32(0.25) * ecm  # texture inside nuclei and fibres
