@@ -460,6 +460,7 @@ class _State:
     result: FocusResult | None = None
     confirmed: bool = False
     last_estimate_um: float | None = None
+    pair_blocked_at_um: float | None = None
     compute_s: float = 0.0
 
 
@@ -831,6 +832,7 @@ class FocusSearch:
         for zt in targets[: max(room, 0)]:
             zc = min(max(zt, lo), hi)
             if abs(zc - est) < 0.5 * d:  # the soft limit leaves no room for a flank sample
+                self._s.pair_blocked_at_um = zc
                 continue
             queued = self._new_z(zc, z) or queued
         return queued
@@ -872,6 +874,11 @@ class FocusSearch:
         else:
             conf = min(conf, 0.5 * cfg.min_confidence)
             reason = f"no symmetric flank pair after {len(self._s.obs)} images"
+            if self._s.pair_blocked_at_um is not None:
+                reason += (
+                    f" (focus is within {self.flank_um:.3g} um of the soft limit "
+                    f"{self._s.pair_blocked_at_um:g} um)"
+                )
         self._finish(
             "converged",
             reason,

@@ -403,3 +403,23 @@ def test_flank_distance_follows_the_curve(curve: BlurCurve) -> None:
     assert t is not None
     target = c.min_px + SearchConfig().flank_rise_frac * (t - c.min_px)
     assert float(c(s.flank_um)) == pytest.approx(target, abs=0.3)
+
+
+@pytest.mark.parametrize(("z_true", "start"), [(97.0, 60.0), (-98.0, -50.0), (100.5, 70.0)])
+def test_pair_next_to_a_soft_limit_stays_inside_and_says_why(
+    curve: BlurCurve, z_true: float, start: float
+) -> None:
+    """Focus within d of a soft limit: no mirror image beyond it, low confidence, a reason."""
+    seen: list[float] = []
+    m = _measure(z_true, 1.2, 0.5, noise=0.1)
+
+    def measure(z: float) -> float:
+        seen.append(z)
+        return m(z)
+
+    cfg = SearchConfig(z_limits_um=(-100, 100))
+    res = find_focus(measure, start, curve, cfg)
+    assert -100 <= min(seen) and max(seen) <= 100 and -100 <= res.z_um <= 100
+    assert abs(res.z_um - z_true) < 3.0
+    assert res.confidence < cfg.min_confidence
+    assert "soft limit" in res.reason
