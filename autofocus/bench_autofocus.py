@@ -75,6 +75,19 @@ class BenchSettings:
     threads: int = 2
     workers: int = 1
 
+    def __post_init__(self) -> None:
+        """Unknown names or empty lists fail here, before any calibration runs."""
+        from autofocus.metrics import get_metric
+        from simulators.specimens import make_specimen
+
+        if not self.objectives or not self.specimens:
+            raise InvalidInputError("give at least one objective and one specimen")
+        for name in self.objectives:
+            get_objective(name)
+        for name in self.specimens:
+            make_specimen(name)
+        get_metric(self.metric)
+
 
 @dataclass
 class _Trial:

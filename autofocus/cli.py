@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 
 from autofocus.errors import AutofocusError
+from autofocus.io import check_writable
+from autofocus.service.protocol import check_endpoint
 
 app = typer.Typer(
     add_completion=False,
@@ -70,7 +72,12 @@ def simulate(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="OME-TIFF (.ome.tif) or TIFF path")
     ],
-    specimen: Annotated[str, typer.Option(help="specimen name (see --list)")] = "nuclei",
+    specimen: Annotated[
+        str,
+        typer.Option(
+            help="nuclei, beads, microtubules, actin, tissue, calibration_slide, phase or empty"
+        ),
+    ] = "nuclei",
     objective: Annotated[str, typer.Option(help="objective preset")] = "10X",
     z_range_um: Annotated[
         float | None,
@@ -79,7 +86,9 @@ def simulate(
     slices: Annotated[int, typer.Option(min=1, max=401, help="number of z slices")] = 21,
     size: Annotated[int, typer.Option(min=32, max=4096, help="frame size in px")] = 512,
     seed: Annotated[int, typer.Option(help="specimen and noise seed")] = 0,
-    exposure_ms: Annotated[float, typer.Option(min=0.001, help="camera exposure")] = 10.0,
+    exposure_ms: Annotated[
+        float, typer.Option(min=0.001, max=3_600_000, help="camera exposure")
+    ] = 10.0,
     spherical_waves: Annotated[
         float, typer.Option(help="Z11 spherical aberration (waves RMS)")
     ] = 0.0,
@@ -101,8 +110,13 @@ def simulate(
     obj = get_objective(objective)
     spec = make_specimen(specimen, seed=seed)
     half = 5 * obj.dof_um if z_range_um is None else z_range_um
-    if not np.isfinite(half) or half < 0:
-        raise typer.BadParameter("--z-range-um must be >= 0", param_hint="--z-range-um")
+    if not np.isfinite(half) or half < 0 or (half == 0 and slices > 1):
+        raise typer.BadParameter(
+            "--z-range-um must be > 0 (or 0 with --slices 1)", param_hint="--z-range-um"
+        )
+    png = montage or output.with_name(output.name.split(".")[0] + "_montage.png")
+    check_writable(output)
+    check_writable(png)
     dz = np.linspace(-half, half, slices) if slices > 1 else np.zeros(1)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"rendering {spec.name} at {obj.name}", total=dz.size)
@@ -117,7 +131,6 @@ def simulate(
             progress=lambda i, n: progress.update(task, completed=i),
         )
     tif = write_series(series, output)
-    png = montage or tif.with_name(tif.name.split(".")[0] + "_montage.png")
     montage_png(series, png)
     typer.echo(f"wrote {tif} ({dz.size} slices, {size}x{size}, dz {dz[0]:+.1f}..{dz[-1]:+.1f} um)")
     typer.echo(f"wrote {png}")
@@ -133,6 +146,7 @@ def bench_render(
     """Render time of 512x512 and 2048x2048 frames (specimen + PSF + camera noise)."""
     from simulators.bench import run_render_benchmark
 
+    check_writable(output)
     run_render_benchmark(output, repeats=repeats)
 
 
@@ -188,6 +202,9 @@ def score(
     from autofocus.scoring_cli import score_files
 
     obj = get_objective(objective) if objective else None
+    check_writable(csv_path)
+    if overlays is not None:
+        check_writable(overlays, "dir")
     files = list(iter_image_paths(paths))
     with Progress(transient=True) as progress:
         task = progress.add_task("scoring", total=len(files))
@@ -219,6 +236,7 @@ def evaluate(
 
     if what not in ("classifier", "regressor", "all"):
         raise typer.BadParameter("choose classifier, regressor or all", param_hint="WHAT")
+    check_writable(output, "dir")
     md = run_evaluation(
         what,
         output,
@@ -241,6 +259,7 @@ def bench_scoring(
     """Full-frame scoring time (512 and 2048 px) vs Yang et al.'s network; peak memory."""
     from autofocus.bench_scoring import run_scoring_benchmark
 
+    check_writable(output)
     run_scoring_benchmark(output, threads=threads, repeats=repeats)
 
 
@@ -278,6 +297,12 @@ def calibrate(
     obj = get_objective(objective)
     if backend not in ("simulator", "pymmcore", "pycromanager"):
         raise typer.BadParameter(f"unknown backend {backend!r}", param_hint="--backend")
+    if not microscope.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--microscope")
+    if config is not None and not config.is_file():
+        raise typer.BadParameter(f"no such config file: {config}", param_hint="--config")
+    if output is not None:
+        check_writable(output, "dir")
     scorer = LocalScorer(weights_dir=str(weights) if weights else None)
     store = CalibrationStore(output)
     confirm = None if yes else (lambda q: typer.confirm(q, default=False))
@@ -331,6 +356,7 @@ def bench_autofocus(
     """Few-image search vs OughtaFocus-like Brent and a z-stack sweep (markdown + JSON + PNG)."""
     from autofocus.bench_autofocus import BenchSettings, run_autofocus_benchmark
 
+    check_writable(output, "dir")
     settings = BenchSettings(
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         specimens=tuple(sp.strip() for sp in specimens.split(",") if sp.strip()),
@@ -383,6 +409,9 @@ def serve(
     from autofocus.service.server import ServiceConfig
     from autofocus.service.server import serve as run_server
 
+    check_endpoint(bind)
+    if calibrations is not None and not calibrations.is_dir():
+        raise typer.BadParameter(f"not a folder: {calibrations}", param_hint="--calibrations")
     _at_least(logging.INFO)  # the periodic summary is INFO
     config = ServiceConfig(
         bind=bind,
@@ -406,6 +435,7 @@ def ping(
     """Check a running 'autofocus serve': print its version and health."""
     from autofocus.service.client import ping as run_ping
 
+    check_endpoint(address)
     info = run_ping(address, timeout_s=timeout_s, server_public_key=server_key)
     typer.echo(json.dumps(info, indent=2))
 
@@ -427,6 +457,7 @@ def bench_service(
     """Remote-vs-local overhead, 4 concurrent clients, malformed input, graceful stop."""
     from autofocus.service.bench import run_service_benchmark
 
+    check_writable(output)
     run_service_benchmark(
         output,
         duration_s=duration_s,
@@ -463,6 +494,9 @@ def demo(
     """Drifting timelapse on the virtual microscope kept in focus by the Pycro-Manager hooks."""
     from hooks.demo import DemoOptions, print_result, run_demo
 
+    check_writable(output, "dir")
+    if calibrations is not None:
+        check_writable(calibrations, "dir")
     options = DemoOptions(
         output=output,
         time_points=time_points,
@@ -480,24 +514,49 @@ def demo(
     print_result(run_demo(options))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code instead of exiting."""
-    import click
+def _click_exception() -> type[Exception]:
+    """The ClickException class typer raises (recent typer bundles its own click)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code instead of exiting.
+
+    Usage errors print click's message (exit 2); the project's errors, unusable paths
+    and invalid settings one ``error:`` line (exit 2); Ctrl-C or a declined question
+    ``aborted`` (exit 130).  Anything else is a bug and keeps its traceback.
+    """
+    from pydantic import ValidationError
+
+    click_exception = _click_exception()
     try:
-        app(args=argv, prog_name="autofocus", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # typer returns an explicit exit's code (130 for Ctrl-C) instead of raising
+        rv = app(args=argv, prog_name="autofocus", standalone_mode=False)
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.Abort:
+    except click_exception as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130
     except AutofocusError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        return 2
-    return 0
+        return _error(str(exc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _error(f"invalid setting {where}: {first.get('msg', exc)}")
+    except OSError as exc:  # e.g. an output folder that is a file, a full disk
+        return _error(str(exc))
+    code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    if code == 130:
+        typer.echo("aborted", err=True)
+    return code
+
+
+def _error(message: str) -> int:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -170,7 +170,13 @@ def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective |
     """Score images listed in a CSV (``file`` plus ``level`` or ``in_focus``/``label``)."""
     from autofocus.imageio import read_image
 
-    rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
+    if not csv_path.is_file():
+        raise InvalidInputError(f"no such labels CSV: {csv_path}")
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInputError(f"{csv_path} is not a UTF-8 CSV file: {exc}") from exc
     if not rows:
         raise InvalidInputError(f"{csv_path} has no rows")
     cols = set(rows[0])
@@ -178,37 +184,46 @@ def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective |
         raise InvalidInputError(
             f"{csv_path} needs a 'file' column and a 'level' or 'in_focus'/'label' column"
         )
-    scores, levels, inout = [], [], []
-    for r in rows:
-        p = Path(r["file"])
+    # check every row before scoring any image
+    paths, levels, inout = [], [], []
+    for n, r in enumerate(rows, start=2):  # line 1 is the header
+        p = Path(r.get("file") or "")
         p = p if p.is_absolute() else csv_path.parent / p
-        scores.append(scorer.score(read_image(p), objective))
-        if "level" in r and r["level"] != "":
-            levels.append(int(r["level"]))
+        if not p.is_file():
+            raise InvalidInputError(f"{csv_path} line {n}: no such image {r.get('file')!r}")
+        paths.append(p)
+        if (r.get("level") or "").strip():
+            raw = r["level"].strip()
+            if not (raw.isdigit() and 0 <= int(raw) < N_LEVELS):
+                raise InvalidInputError(
+                    f"{csv_path} line {n}: level must be an integer 0-{N_LEVELS - 1}, got {raw!r}"
+                )
+            levels.append(int(raw))
         else:
             v = (r.get("in_focus") or r.get("label") or "").strip().lower()
             if v not in ("1", "0", "in", "out", "true", "false"):
-                raise InvalidInputError(f"bad in/out label {v!r} for {r['file']}")
+                raise InvalidInputError(f"{csv_path} line {n}: bad in/out label {v!r}")
             inout.append(v in ("1", "in", "true"))
-    if levels and len(levels) == len(rows):
+    if levels and inout:
+        raise InvalidInputError(f"{csv_path}: every row needs the same kind of label")
+    scores = [scorer.score(read_image(p), objective) for p in paths]
+    if levels:
         return classifier_figures(levels, scores)
-    if inout and len(inout) == len(rows):
-        true_out = ~np.asarray(inout)
-        det = np.array([s.determined for s in scores])
-        pred_out = np.array([s.verdict == "out_of_focus" for s in scores])
-        tp = int((true_out & pred_out & det).sum())
-        fp = int((~true_out & pred_out & det).sum())
-        fn = int((true_out & ~pred_out & det).sum())
-        prec = tp / (tp + fp) if tp + fp else float("nan")
-        rec = tp / (tp + fn) if tp + fn else float("nan")
-        return {
-            "n_images": len(rows),
-            "n_undetermined": int((~det).sum()),
-            "out_of_focus_precision": prec,
-            "out_of_focus_recall": rec,
-            "in_out_f1": 2 * prec * rec / (prec + rec) if tp else 0.0,
-        }
-    raise InvalidInputError(f"{csv_path}: every row needs the same kind of label")
+    true_out = ~np.asarray(inout)
+    det = np.array([s.determined for s in scores])
+    pred_out = np.array([s.verdict == "out_of_focus" for s in scores])
+    tp = int((true_out & pred_out & det).sum())
+    fp = int((~true_out & pred_out & det).sum())
+    fn = int((true_out & ~pred_out & det).sum())
+    prec = tp / (tp + fp) if tp + fp else float("nan")
+    rec = tp / (tp + fn) if tp + fn else float("nan")
+    return {
+        "n_images": len(rows),
+        "n_undetermined": int((~det).sum()),
+        "out_of_focus_precision": prec,
+        "out_of_focus_recall": rec,
+        "in_out_f1": 2 * prec * rec / (prec + rec) if tp else 0.0,
+    }
 
 
 # ---------------------------------------------------------------------------

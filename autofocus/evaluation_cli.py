@@ -35,7 +35,6 @@ def run_evaluation(
     from autofocus.scorer import LocalScorer
 
     sc = scorer or LocalScorer()
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {"model_version": sc.model_version}
     md = [f"# Evaluation of {sc.model_version}\n"]
     if labelled is not None:
@@ -51,6 +50,7 @@ def run_evaluation(
         )
         write_reports(out_dir, payload, "\n".join(md))
         return "\n".join(md)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with Progress(transient=True) as progress:
         if what in ("classifier", "all"):
             t = progress.add_task("classifier: held-out images", total=n_images)

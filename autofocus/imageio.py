@@ -23,6 +23,8 @@ def read_image(path: str | Path) -> np.ndarray:
     if not p.is_file():
         raise InvalidInputError(f"no such image file: {p}")
     suffix = p.suffix.lower()
+    if p.stat().st_size == 0:
+        raise InvalidFrameError(f"could not read {p}: the file is empty")
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile
@@ -38,7 +40,9 @@ def read_image(path: str | Path) -> np.ndarray:
     except InvalidInputError:
         raise
     except Exception as exc:
-        raise InvalidFrameError(f"could not read {p}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        msg = f"could not read {p}: not a valid {suffix} image ({first})"
+        raise InvalidFrameError(msg) from exc
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         rgb = arr[..., :3].astype(np.float32)

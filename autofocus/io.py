@@ -7,9 +7,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+from autofocus.errors import InvalidInputError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable"]
 
 
 @contextlib.contextmanager
@@ -55,3 +57,26 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return _write(path, text, "w")
+
+
+def check_writable(path: str | os.PathLike[str], kind: Literal["file", "dir"] = "file") -> Path:
+    """Fail early, before any work, when ``path`` cannot be written as a ``kind``.
+
+    Raises :class:`~autofocus.errors.InvalidInputError` when the path exists as the
+    other kind, when one of its existing parents is not a folder, or when the nearest
+    existing parent is not writable.  Creates nothing.
+    """
+    target = Path(path)
+    if target.exists():
+        if kind == "file" and target.is_dir():
+            raise InvalidInputError(f"cannot write the file {target}: it is a folder")
+        if kind == "dir" and not target.is_dir():
+            raise InvalidInputError(f"cannot write into {target}: it is a file, not a folder")
+    parent = target if kind == "dir" and target.is_dir() else target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InvalidInputError(f"cannot write {target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot write {target}: {parent} is not writable")
+    return target

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from autofocus.errors import InvalidFrameError
+from autofocus.errors import InvalidFrameError, InvalidInputError
 from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
 from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
@@ -64,7 +64,7 @@ class LocalScorer:
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self._torch = torch
-        self._device = torch.device(device)
+        self._device = _torch_device(torch, device)
         cls, self.classifier_card = load_model("classifier", weights_dir)
         reg, self.regressor_card = load_model("regressor", weights_dir)
         self._cls = cls.to(self._device)
@@ -269,6 +269,21 @@ def image_certainties(cert: np.ndarray, used: np.ndarray) -> tuple[float, float,
     if c.size == 0:
         return 0.0, 0.0, 0.0
     return float(c.mean()), float(c.max()), float((c**2).sum() / max(c.sum(), 1e-12))
+
+
+def _torch_device(torch: Any, device: str) -> Any:
+    """``torch.device(device)``, refusing names torch does not know or cannot use here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"unknown torch device {device!r} (cpu, cuda, cuda:1...)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r}: CUDA is not available to this torch")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidInputError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"device {device!r}: only cpu and cuda are supported")
+    return dev
 
 
 def _blur_stats(

@@ -31,10 +31,13 @@ Figures of merit (printed and in ``demo.json``)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +213,27 @@ def _calibration(
 
 
 # ------------------------------------------------------------------ the run
+@contextlib.contextmanager
+def _abort_on_ctrl_c(acq: Any) -> Iterator[list[bool]]:
+    """Ctrl-C aborts the acquisition (pending events dropped) instead of being held up
+    until every queued event has run; yields a list that is non-empty after one."""
+    interrupted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if not interrupted:
+            interrupted.append(True)
+            acq.abort()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_demo(options: DemoOptions, *, scorer: Any = None, console: Any = None) -> DemoResult:
     """Run the demo (see the module docstring); writes the dataset, PNG and JSON."""
     from pycromanager import Acquisition, multi_d_acquisition_events
@@ -225,12 +249,17 @@ def run_demo(options: DemoOptions, *, scorer: Any = None, console: Any = None) -
         z_centres_um,
     )
     from simulators.core import get_virtual_microscope, virtual_microscope
+    from simulators.drift import make_drift
+    from simulators.specimens import make_specimen
 
     opts = options.validate()
     console = console or Console()
     t_start = time.perf_counter()
     objective = get_objective(opts.objective)
     dof = objective.dof_um
+    drift = opts.drift or default_drift_spec(dof, opts.interval_s, opts.time_points)
+    make_drift(drift, seed=opts.seed)  # a bad spec fails here, before any work
+    make_specimen(opts.specimen)
     out = Path(opts.output)
     out.mkdir(parents=True, exist_ok=True)
     if scorer is None:
@@ -247,7 +276,6 @@ def run_demo(options: DemoOptions, *, scorer: Any = None, console: Any = None) -
             )
         if calibrated_now:
             console.print(f"calibrated {objective.name}: {cal_path}")
-    drift = opts.drift or default_drift_spec(dof, opts.interval_s, opts.time_points)
 
     xyz = [[i * POSITION_SPACING_UM, 0.0, 0.0] for i in range(opts.positions)]
     half = (opts.z_slices // 2) * opts.z_step_dof * dof
@@ -350,8 +378,10 @@ def run_demo(options: DemoOptions, *, scorer: Any = None, console: Any = None) -
                 show_display=False,
                 **hooks,
             )
-            with acq:
+            with _abort_on_ctrl_c(acq) as interrupted, acq:
                 acq.acquire(events)
+        if interrupted:
+            raise KeyboardInterrupt  # the CLI reports "aborted" (exit 130)
         acq_s = time.perf_counter() - t_acq
         dataset = acq.get_dataset()
         dataset_path = str(getattr(dataset, "path", out))

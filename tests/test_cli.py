@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 from autofocus.cli import main
@@ -78,3 +79,92 @@ def test_import_is_light() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ bad input at the CLI
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["simulate", "--list"],
+        ["simulate", "--output", "x.tif", "--slices", "0"],
+        ["simulate", "--output", "x.tif", "--exposure-ms", "nan"],
+        ["train"],
+        ["ping", "--timeout-s", "0"],
+        ["bench", "scoring", "--repeats", "abc"],
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(argv: list[str], capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    cases = [
+        ["simulate", "--output", str(a_file / "x.ome.tif")],
+        ["simulate", "--output", str(tmp_path / "ok.ome.tif"), "--montage", str(a_file / "m.png")],
+        ["score", str(tmp_path), "--csv", str(tmp_path)],
+        ["evaluate", "--output", str(a_file / "ev")],
+        ["bench", "scoring", "--output", str(a_file / "s.json")],
+        ["bench", "autofocus", "--output", str(a_file)],
+        ["demo", "--output", str(a_file / "out")],
+        ["train", "regressor", "--output", str(a_file)],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "error: cannot write" in err and "Traceback" not in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written
+
+
+def test_service_endpoints_and_devices_are_checked(tmp_path: Path, capsys) -> None:
+    for argv in (
+        ["serve", "--bind", "tcp://127.0.0.1:99999"],
+        ["serve", "--bind", "127.0.0.1:5557"],
+        ["serve", "--device", "foo"],
+        ["serve", "--curve-secret-key", str(tmp_path / "nosuch.key")],
+        ["ping", "garbage"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err, (argv, err)
+
+
+def test_demo_and_benchmark_names_checked_before_calibrating(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["demo", "--output", str(out), "--drift", "garbage"]) == 2
+    assert main(["bench", "autofocus", "--output", str(out), "--specimens", "unicorn"]) == 2
+    assert main(["bench", "autofocus", "--output", str(out), "--objectives", ""]) == 2
+    assert main(["train", "classifier", "--n-fields", "10", "--output", str(out)]) == 2
+    assert "use at least" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_labelled_csv_is_checked_before_scoring(tmp_path: Path, capsys) -> None:
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, np.random.default_rng(0).integers(0, 4000, (128, 128), np.uint16))
+    out = tmp_path / "ev"
+    for body, why in (
+        ("file,level\na.tif,nan\n", "level must be an integer"),
+        ("file,level\na.tif,-4\n", "level must be an integer"),
+        ("file,level\nmissing.tif,3\n", "no such image"),
+        ("file,level\n", "no rows"),
+        ("file,level\na.tif,3\na.tif,\n", "bad in/out label"),
+    ):
+        csv_path = tmp_path / "labels.csv"
+        csv_path.write_text(body)
+        assert main(["evaluate", "--labelled", str(csv_path), "--output", str(out)]) == 2
+        assert why in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unreadable_images_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    (tmp_path / "text.png").write_text("hello")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, why in (("text.png", "not a valid .png image"), ("empty.png", "the file is empty")):
+        assert main(["score", str(tmp_path / name), "--csv", str(tmp_path / "s.csv")]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1

@@ -69,7 +69,7 @@ class ServiceClient:
             raise InvalidInputError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise InvalidInputError(f"retries must be >= 0, got {retries}")
-        self.address = address
+        self.address = P.check_endpoint(address)
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self._server_key = _load_public_key(server_public_key)

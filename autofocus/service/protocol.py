@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from autofocus.errors import ProtocolError
+from autofocus.errors import InvalidInputError, ProtocolError
 
 __all__ = [
     "COMMANDS",
@@ -219,6 +219,35 @@ COMMANDS = (
     "version",
 )
 PIXEL_COMMANDS = frozenset({"score", "autofocus.step"})
+
+
+def check_endpoint(endpoint: str) -> str:
+    """A ZMQ endpoint we can bind or connect: ``tcp://HOST:PORT`` (PORT 0-65535 or ``*``),
+    ``ipc://PATH`` or ``inproc://NAME``; else :class:`InvalidInputError`."""
+    if not isinstance(endpoint, str):
+        raise InvalidInputError(f"endpoint must be a string, got {type(endpoint).__name__}")
+    if endpoint.startswith(("ipc://", "inproc://")):
+        if endpoint.split("://", 1)[1]:
+            return endpoint
+        raise InvalidInputError(f"invalid endpoint {endpoint!r}: no path or name")
+    if not endpoint.startswith("tcp://"):
+        raise InvalidInputError(
+            f"invalid endpoint {endpoint!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+        )
+    host, sep, port = endpoint[len("tcp://") :].rpartition(":")
+    if not sep or not host.strip("[]"):
+        raise InvalidInputError(f"invalid endpoint {endpoint!r}: expected tcp://HOST:PORT")
+    if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+        raise InvalidInputError(f"invalid endpoint {endpoint!r}: port must be 0-65535 or *")
+    bare = host.strip("[]")
+    if all(part.isdigit() for part in bare.split(".")):  # dotted numbers: must be IPv4
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(bare)
+        except ValueError:
+            raise InvalidInputError(f"invalid endpoint {endpoint!r}: bad IPv4 address") from None
+    return endpoint
 
 
 def expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int:

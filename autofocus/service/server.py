@@ -213,7 +213,7 @@ class FocusServer:
     # ---- lifecycle ----
     def start(self) -> str:
         """Run the I/O loop in a background thread; returns the bound endpoint."""
-        self._thread = threading.Thread(target=self.serve_forever, name="autofocus-io", daemon=True)
+        self._thread = threading.Thread(target=self._serve_thread, name="autofocus-io", daemon=True)
         self._thread.start()
         self._ready.wait(30)
         if self._start_error is not None:
@@ -221,6 +221,14 @@ class FocusServer:
         if self.endpoint is None:
             raise ServiceError("the service did not start within 30 s")
         return self.endpoint
+
+    def _serve_thread(self) -> None:
+        try:
+            self.serve_forever()
+        except BaseException:
+            if self._start_error is None:
+                raise
+            # a start error reaches start()'s caller; do not report it twice
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the loop to stop and wait for it (when it runs in a background thread)."""
@@ -294,21 +302,11 @@ class FocusServer:
         router.setsockopt(zmq.MAXMSGSIZE, cfg.max_payload_bytes + P.MAX_HEADER_BYTES)
         router.setsockopt(zmq.RCVHWM, 1000)
         router.setsockopt(zmq.SNDHWM, 1000)
-        if cfg.curve_secret_key is not None:
-            import zmq.auth
-
-            public, secret = zmq.auth.load_certificate(str(cfg.curve_secret_key))
-            if secret is None:
-                raise InvalidInputError(f"{cfg.curve_secret_key} holds no secret key")
-            if cfg.curve_clients_dir is not None:
-                from zmq.auth.thread import ThreadAuthenticator
-
-                self._auth = ThreadAuthenticator(self._ctx)
-                self._auth.start()
-                self._auth.configure_curve(domain="*", location=str(cfg.curve_clients_dir))
-            router.curve_secretkey = secret
-            router.curve_publickey = public
-            router.curve_server = True
+        try:
+            self._secure(router)
+        except BaseException:
+            router.close(0)  # an open socket would block the context's term() for ever
+            raise
         bind = cfg.bind
         if bind.startswith("tcp://") and bind.endswith(":0"):
             bind = bind[:-2] + ":*"
@@ -324,6 +322,35 @@ class FocusServer:
         self._worker = threading.Thread(target=self._work, name="autofocus-worker", daemon=True)
         self._worker.start()
         return router, wake
+
+    def _secure(self, router: Any) -> None:
+        """CurveZMQ on the router socket when the config gives the server's keys."""
+        cfg = self.config
+        if cfg.curve_secret_key is None:
+            return
+        key = Path(cfg.curve_secret_key)
+        if not key.is_file():
+            raise InvalidInputError(f"no such CurveZMQ key file: {key}")
+        import zmq.auth
+
+        try:
+            public, secret = zmq.auth.load_certificate(str(key))
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read the CurveZMQ key file {key}: {exc}") from exc
+        if secret is None:
+            raise InvalidInputError(f"{cfg.curve_secret_key} holds no secret key")
+        if cfg.curve_clients_dir is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            if not Path(cfg.curve_clients_dir).is_dir():
+                raise InvalidInputError(f"no such client key folder: {cfg.curve_clients_dir}")
+
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(cfg.curve_clients_dir))
+        router.curve_secretkey = secret
+        router.curve_publickey = public
+        router.curve_server = True
 
     def _shutdown(self, router: Any, wake: Any) -> None:
         import zmq
@@ -686,6 +713,7 @@ def serve(
 
 # ---- helpers ----
 def _check_security(cfg: ServiceConfig) -> None:
+    P.check_endpoint(cfg.bind)
     if cfg.curve_clients_dir is not None and cfg.curve_secret_key is None:
         raise InvalidInputError("curve_clients_dir needs curve_secret_key (the server's keys)")
     if is_loopback(cfg.bind):

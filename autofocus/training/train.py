@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from autofocus.io import atomic_path, atomic_write_text
+from autofocus.errors import InvalidInputError
+from autofocus.io import atomic_path, atomic_write_text, check_writable
 from autofocus.tiling import normalise_patches
 from autofocus.training.data import (
     EVAL_SEED_OFFSET,
@@ -31,7 +32,7 @@ from autofocus.training.data import (
     TRAIN_SPECIMENS,
     DomainConfig,
 )
-from autofocus.training.dataset import PatchSet, build_patchset
+from autofocus.training.dataset import PatchSet, build_patchset, n_patches_per_field
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,16 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     patch = CLASSIFIER_PATCH if kind == "classifier" else REGRESSOR_PATCH
     # fields tile exactly into patches: 3x3 of 84 px, 2x2 of 128 px
     cfg = DomainConfig(defocus=kind, field_px=3 * patch if kind == "classifier" else 2 * patch)
+    per_field = n_patches_per_field(cfg, patch)
+    min_fields = math.ceil(recipe.batch_size / per_field)
+    if recipe.n_fields < min_fields:
+        raise InvalidInputError(
+            f"n_fields = {recipe.n_fields} gives less than one batch of {recipe.batch_size} "
+            f"patches ({per_field} per field); use at least {min_fields}"
+        )
+    if recipe.n_eval_fields < 1 or recipe.epochs < 1:
+        raise InvalidInputError("n_eval_fields and epochs must be >= 1")
+    check_writable(out_dir, "dir")
     t0 = time.time()
     train_set = build_patchset(recipe.n_fields, recipe.seed, cfg, patch, workers=recipe.workers)
     eval_cfg = replace(cfg, specimens=TRAIN_SPECIMENS + HELD_OUT_SPECIMENS)

@@ -426,3 +426,42 @@ def test_hooks_work_with_a_remote_scorer(start_server: Any, tiny_scorer: Any) ->
     rec = ctl.run(1001.0)
     assert not rec.applied and rec.status == "failed" and scope.z_um == 1001.0
     assert ctl.errors()[0].error_type == "AutofocusTimeoutError"
+
+
+def test_endpoints_are_checked() -> None:
+    from autofocus.service.protocol import check_endpoint
+
+    for ok in ("tcp://127.0.0.1:5557", "tcp://*:0", "tcp://[::1]:1", "tcp://host:*", "ipc:///x"):
+        assert check_endpoint(ok) == ok
+    for bad in ("127.0.0.1:5557", "tcp://127.0.0.1:99999", "tcp://:1", "tcp://1.2.3", "ipc://"):
+        with pytest.raises(InvalidInputError, match="invalid endpoint"):
+            check_endpoint(bad)
+    with pytest.raises(InvalidInputError, match="invalid endpoint"):
+        ServiceClient("localhost:5557")
+    with pytest.raises(InvalidInputError, match="invalid endpoint"):
+        FocusServer(ServiceConfig(bind="tcp://127.0.0.1:70000"), scorer=OracleScorer())
+
+
+@pytest.mark.parametrize("which", ["missing", "public_only"])
+def test_a_bad_server_key_is_an_error_not_a_hang(tmp_path: Path, which: str) -> None:
+    """A key problem used to leave the socket open and block the ZMQ context for ever."""
+    from autofocus.service.keys import create_curve_keys
+
+    pub, _sec = create_curve_keys(tmp_path / "keys")
+    key = tmp_path / "nosuch.key_secret" if which == "missing" else pub
+    srv = FocusServer(
+        ServiceConfig(bind="tcp://127.0.0.1:0", curve_secret_key=key), scorer=OracleScorer()
+    )
+    outcome: list[BaseException] = []
+
+    def run() -> None:  # the foreground loop, as `autofocus serve` runs it
+        try:
+            srv.serve_forever()
+        except BaseException as exc:  # recorded for the assertion
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the server hung on a bad key file"
+    assert outcome and isinstance(outcome[0], InvalidInputError)
