@@ -162,22 +162,37 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 2,
     workers: Annotated[int, typer.Option(min=1, help="rendering processes")] = 2,
+    widths: Annotated[
+        str | None, typer.Option(help="trunk channel widths, e.g. 24,48,96,128 [model default]")
+    ] = None,
+    hidden: Annotated[int | None, typer.Option(min=1, help="head hidden units")] = None,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
 
-    from autofocus.errors import UnknownNameError
+    from autofocus.errors import InvalidInputError, UnknownNameError
     from autofocus.training.train import Recipe, default_command
     from autofocus.training.train import train as run_training
 
     if model not in ("classifier", "regressor"):
         raise UnknownNameError(f"unknown model {model!r}; choose classifier or regressor")
     recipe = Recipe(model=model, seed=seed, threads=threads, workers=workers)  # type: ignore[arg-type]
-    changes = {
-        k: v
-        for k, v in {"n_fields": n_fields, "n_eval_fields": n_eval_fields, "epochs": epochs}.items()
-        if v is not None
+    width_list = None
+    if widths is not None:
+        try:
+            width_list = tuple(int(w) for w in widths.split(","))
+        except ValueError:
+            raise InvalidInputError(
+                f"--widths must be comma-separated integers, not {widths!r}"
+            ) from None
+    given = {
+        "n_fields": n_fields,
+        "n_eval_fields": n_eval_fields,
+        "epochs": epochs,
+        "widths": width_list,
+        "hidden": hidden,
     }
+    changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]
     _at_least(logging.INFO)
     card = run_training(recipe, output, command=default_command())

@@ -55,6 +55,10 @@ class Recipe:
     weight_decay: float = 1e-4
     threads: int = 2
     workers: int = 2
+    widths: tuple[int, ...] | None = None
+    """Channel widths of the trunk (stem, then one stride-2 block each); None: the default."""
+    hidden: int | None = None
+    """Units of the head's hidden layer; None: the default."""
 
 
 def _augment(x: np.ndarray, aberr: np.ndarray | None, rng: np.random.Generator):
@@ -95,10 +99,15 @@ def _targets_classifier(ps: PatchSet, idx: np.ndarray) -> np.ndarray:
     return t
 
 
-def _make_model(kind: str):
+def _make_model(kind: str, widths: tuple[int, ...] | None = None, hidden: int | None = None):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
-    return DefocusClassifier() if kind == "classifier" else ZernikeRegressor()
+    kwargs: dict[str, Any] = {}
+    if widths is not None:
+        kwargs["widths"] = tuple(widths)
+    if hidden is not None:
+        kwargs["hidden"] = hidden
+    return DefocusClassifier(**kwargs) if kind == "classifier" else ZernikeRegressor(**kwargs)
 
 
 def _loss(kind: str, out, batch: dict[str, Any]):
@@ -209,6 +218,12 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         )
     if recipe.n_eval_fields < 1 or recipe.epochs < 1:
         raise InvalidInputError("n_eval_fields and epochs must be >= 1")
+    if recipe.widths is not None and (
+        len(recipe.widths) < 2 or any(int(w) < 1 for w in recipe.widths)
+    ):
+        raise InvalidInputError("widths needs at least two positive channel counts")
+    if recipe.hidden is not None and recipe.hidden < 1:
+        raise InvalidInputError("hidden must be >= 1")
     check_writable(out_dir, "dir")
     t0 = time.time()
     train_set = build_patchset(recipe.n_fields, recipe.seed, cfg, patch, workers=recipe.workers)
@@ -223,7 +238,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     t_data = time.time() - t0
     log.info("rendered %d train / %d eval patches in %.0f s", len(train_set), len(eval_set), t_data)
 
-    model = _make_model(kind)
+    model = _make_model(kind, recipe.widths, recipe.hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(

@@ -1,0 +1,56 @@
+"""A tiny end-to-end training run: recipe -> weights + card -> registry load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autofocus.cli import main
+from autofocus.errors import InvalidInputError
+from autofocus.registry import load_model
+from autofocus.training.train import Recipe, train
+
+
+def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Path) -> None:
+    recipe = Recipe(
+        model="classifier",
+        n_fields=29,
+        n_eval_fields=2,
+        epochs=1,
+        threads=1,
+        workers=1,
+        widths=(8, 16, 24),
+        hidden=12,
+    )
+    card = train(recipe, tmp_path, command="autofocus train classifier (test)")
+    assert card["architecture"] == {
+        "class": "DefocusClassifier",
+        "widths": [8, 16, 24],
+        "hidden": 12,
+    }
+    on_disk = json.loads((tmp_path / "classifier.json").read_text())
+    assert on_disk["training"]["recipe"]["widths"] == [8, 16, 24]
+    assert on_disk["sha256"] == card["sha256"]
+    model, loaded = load_model("classifier", tmp_path)
+    assert model.widths == (8, 16, 24)
+    assert loaded.sha256 == card["sha256"]
+    assert 0.0 <= card["evaluation"]["held_out_patches"]["within_one_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "changes", [{"widths": (8,)}, {"widths": (8, 0)}, {"hidden": 0}, {"epochs": 0}]
+)
+def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
+    recipe = Recipe(model="classifier", n_fields=29, workers=1, threads=1, **changes)
+    with pytest.raises(InvalidInputError):
+        train(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_widths_must_be_integers(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["train", "classifier", "--widths", "8,x", "--output", str(out)]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert not out.exists()
