@@ -11,7 +11,10 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
 1. Image ``z1`` (the start) and ``z1 - h``, ``z1 + h`` with ``h = k FWHM`` (``k =
    bracket_fwhm``, 2 by default), capped at ``max_bracket_range_frac`` times the
    calibrated half-range (the curve is only known there), shifted as a whole to stay
-   inside the soft limits.
+   inside the soft limits.  With ``near_start_pair`` (the default), when ``z1`` is
+   already near focus (its b at most the curve's at the flank distance ``d`` of step
+   5, as when tracking a slowly drifting sample) the bracket is ``z1 -/+ d`` instead:
+   its ends are then the flank pair, and a search can finish after three images.
 2. Convexity test (:func:`convexity_test`): the minimum is bracketed when the lowest
    determined sample is interior and its dip below the lower of the highest samples
    on either side exceeds ``min_depth_sd`` noise SDs, and the least-squares parabola
@@ -37,7 +40,9 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    ``trusted_blur_px`` (where b(z) is the same for every specimen), focus is
    estimated from the trusted samples only (one trusted sample: its two mirror
    candidates ``z -/+ |dz|``, the impossible one rejected because a blurrier sample
-   would have to rise faster than the steepest gain x calibration slope), matched
+   would have to rise faster than the steepest gain x calibration slope; when both
+   are impossible the specimen is blurrier at focus than the slide, and the
+   all-sample match of the curve's shape with gain and offset decides), matched
    locally (samples within ``2.5 d``), and the search finishes only when two samples
    at ``0.5 d .. 1.5 d`` on either side are symmetric about the estimate within
    ``pair_symmetry_frac * d``.  Otherwise the flank sample nearest ``d`` is mirrored
@@ -153,6 +158,10 @@ class SearchConfig(BaseModel):
     model_jump: bool = Field(
         default=True, description="expand towards the curve-matched estimate, not blindly"
     )
+    near_start_pair: bool = Field(
+        default=True,
+        description="a start already within d of focus is bracketed by z1 -/+ d (step 1)",
+    )
     on_failure: Literal["raise", "warn", "keep_last"] = "warn"
 
     @model_validator(mode="after")
@@ -176,6 +185,8 @@ class FocusResult:
     estimate when converged, the start when undetermined or under ``keep_last``.
     ``trace`` holds every imaged ``(z_um, b_px)`` in order (``b`` NaN when
     undetermined); ``z_estimate_um`` is the matched estimate even when not applied.
+    ``focus_b_px`` is this specimen's b at focus as matched (``gain B(0) + offset``):
+    hand it to the next search of the same field (``FocusSearch(focus_b_px=...)``).
     """
 
     z_um: float
@@ -192,6 +203,7 @@ class FocusResult:
     gain: float | None = None
     offset_px: float | None = None
     compute_s: float = 0.0
+    focus_b_px: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -461,6 +473,7 @@ class _State:
     confirmed: bool = False
     last_estimate_um: float | None = None
     pair_blocked_at_um: float | None = None
+    bracket: tuple[float, float] | None = None
     compute_s: float = 0.0
 
 
@@ -472,8 +485,16 @@ class FocusSearch:
     """
 
     def __init__(
-        self, z_start_um: float, calibration: Any, config: SearchConfig | None = None
+        self,
+        z_start_um: float,
+        calibration: Any,
+        config: SearchConfig | None = None,
+        *,
+        focus_b_px: float | None = None,
     ) -> None:
+        """``focus_b_px``: the b this field showed at focus last time (a previous
+        result's ``focus_b_px``), so that a start near focus is recognised whatever the
+        specimen's offset from the calibration; default the calibration's minimum."""
         t0 = time.perf_counter()
         self.config = config or SearchConfig()
         curve = getattr(calibration, "curve", calibration)
@@ -489,6 +510,7 @@ class FocusSearch:
                 f"start z = {z0:g} um is outside the soft limits [{lo:g}, {hi:g}] um"
             )
         self.z_start_um = z0
+        self.focus_b_px = None if focus_b_px is None else _finite(focus_b_px, "focus_b_px")
         self.noise_sd_px = max(self.curve.residual_sd_px, self.config.noise_floor_px)
         h = self.config.bracket_fwhm * self.curve.fwhm_um
         if self.config.max_bracket_half_width_um is not None:
@@ -507,14 +529,23 @@ class FocusSearch:
         self.precision_um = self.config.precision_um or scale / 20
         self.flank_um = self._flank_distance()
         # the start first (the paper's z1), then the bracket ends, all inside the limits
+        a, c = self._bracket_around(z0, h)
+        if a < z0 < c and self.config.near_start_pair:
+            # the bracket ends wait for the first image: near focus they become z1 -/+ d
+            self._s = _State(pending=[z0], bracket=(a, c))
+        else:
+            self._s = _State(pending=[z0 if a < z0 < c else (a + c) / 2, a, c])
+        self._s.compute_s += time.perf_counter() - t0
+
+    def _bracket_around(self, z0: float, h: float) -> tuple[float, float]:
+        """``(z0 - h, z0 + h)`` shifted as a whole to lie inside the soft limits."""
+        lo, hi = self.config.z_limits_um
         a, c = z0 - h, z0 + h
         if a < lo:
             a, c = lo, lo + 2 * h
         if c > hi:
             a, c = hi - 2 * h, hi
-        mid = z0 if a < z0 < c else (a + c) / 2
-        self._s = _State(pending=[mid, a, c])
-        self._s.compute_s += time.perf_counter() - t0
+        return a, c
 
     # ---- public protocol -------------------------------------------------------
     @property
@@ -598,6 +629,9 @@ class FocusSearch:
         offset: float | None = None,
     ) -> None:
         lo, hi = self.config.z_limits_um
+        focus_b = None
+        if gain is not None and offset is not None:
+            focus_b = float(gain * float(self.curve(0.0)) + offset)
         self._s.result = FocusResult(
             z_um=float(min(max(z, lo), hi)),
             images_used=len(self._s.obs),
@@ -613,6 +647,7 @@ class FocusSearch:
             gain=gain,
             offset_px=offset,
             compute_s=self._s.compute_s,
+            focus_b_px=focus_b,
         )
 
     def _can_image(self) -> bool:
@@ -627,8 +662,29 @@ class FocusSearch:
         self._s.pending.append(float(z_new))
         return True
 
+    def _queue_first_bracket(self) -> None:
+        """After the first image: the pair z1 -/+ d when it is already near focus (its
+        b at most the curve's at ``d``), else the planned ``z1 -/+ h``."""
+        assert self._s.bracket is not None
+        a, c = self._s.bracket
+        self._s.bracket = None
+        b0 = self._s.obs[0].b_px
+        d = self.flank_um
+        b_min = float(self.curve(0.0))
+        near = (self.focus_b_px if self.focus_b_px is not None else b_min) + (
+            float(self.curve(d)) - b_min
+        )
+        if math.isfinite(b0) and b0 <= near and d < self.half_width_um:
+            a, c = self._bracket_around(self.z_start_um, d)
+            logger.debug("start within d = %.3g um of focus: bracketing with the pair", d)
+        for zq in (a, c):
+            self._new_z(zq, np.array([self.z_start_um]))
+
     def _decide(self) -> None:
         cfg = self.config
+        if self._s.bracket is not None:
+            self._queue_first_bracket()
+            return
         z, b, good = self._valid()
         n_bad = len(self._s.obs) - len(good)
         if len(good) == 0:
@@ -790,7 +846,12 @@ class FocusSearch:
                 rise = (bf - b[i]) - rate * (np.abs(zf - c) - abs(z[i] - c))
                 return max(float(rise.max()), 0.0), abs(c - ref)
 
-            return float(min((z[i] - dz, z[i] + dz), key=key))
+            best = min((z[i] - dz, z[i] + dz), key=key)
+            if key(best)[0] > 3 * self.noise_sd_px:
+                # neither mirror candidate is possible: this specimen is blurrier at focus
+                # than the slide (an offset), so |dz| from b is wrong; match the shape
+                return self._best_effort(z, b)
+            return float(best)
         return self._best_effort(z, b)
 
     def _confidence(self, m: MatchResult) -> float:
@@ -1013,8 +1074,12 @@ def find_focus(
     z_start_um: float,
     calibration: Any,
     config: SearchConfig | None = None,
+    *,
+    focus_b_px: float | None = None,
 ) -> FocusResult:
     """Run a :class:`FocusSearch` with ``measure(z_um) -> b or FocusScore``.
+
+    ``focus_b_px``: a previous result's ``focus_b_px`` for the same field (tracking).
 
     ``measure`` images at ``z_um`` (moving the stage is its business) and may raise
     :class:`~autofocus.errors.HardwareError`; the search then stops as failed.
@@ -1025,7 +1090,7 @@ def find_focus(
     start position (the stage goes back where it was).
     """
     cfg = config or SearchConfig()
-    search = FocusSearch(z_start_um, calibration, cfg)
+    search = FocusSearch(z_start_um, calibration, cfg, focus_b_px=focus_b_px)
     hw_error: HardwareError | None = None
     while (z := search.next_z_um()) is not None:
         try:

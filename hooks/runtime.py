@@ -226,6 +226,8 @@ class FocusController:
         self._cancel = threading.Event()
         self._records: list[AutofocusRecord] = []
         self._errors: list[HookFailure] = []
+        self._focus_b_px: dict[Hashable, float] = {}
+        """Per position: the field's b at focus from its last converged search."""
 
     # ---- resources -----------------------------------------------------------------
     def microscope(self) -> Any:
@@ -278,7 +280,9 @@ class FocusController:
         cfg = self.search_config.model_copy(update={"z_limits_um": (lo, hi)})
         with_patches = bool(cfg.per_roi)
         obj = self._objective()
-        search = FocusSearch(z0, self.calibration, cfg)
+        with self._lock:
+            focus_b = self._focus_b_px.get(position)
+        search = FocusSearch(z0, self.calibration, cfg, focus_b_px=focus_b)
         error: BaseException | None = None
         try:
             while (z := search.next_z_um()) is not None:
@@ -319,6 +323,8 @@ class FocusController:
         )
         with self._lock:
             self._records.append(record)
+            if ok and res.focus_b_px is not None:
+                self._focus_b_px[position] = res.focus_b_px
         where = f"position={position!r} t={time_index}"
         if ok:
             logger.info(

@@ -423,3 +423,61 @@ def test_pair_next_to_a_soft_limit_stays_inside_and_says_why(
     assert abs(res.z_um - z_true) < 3.0
     assert res.confidence < cfg.min_confidence
     assert "soft limit" in res.reason
+
+
+# ------------------------------------------------------------------ a start near focus
+def _imaged(measure):
+    seen: list[float] = []
+
+    def m(z: float) -> float:
+        seen.append(z)
+        return measure(z)
+
+    return m, seen
+
+
+def test_start_near_focus_is_bracketed_by_the_flank_pair(curve: BlurCurve) -> None:
+    """Tracking: a start 0.3 um from focus images z1 -/+ d and finishes after 3 images."""
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    z_true, start = 5.0, 5.3
+    d = FocusSearch(start, curve, cfg).flank_um
+    m, seen = _imaged(_measure(z_true, 1.0, 0.0, noise=0.05))
+    res = find_focus(m, start, curve, cfg)
+    assert seen[:3] == pytest.approx([start, start - d, start + d])
+    assert res.images_used == 3 and res.status == "converged"
+    assert abs(res.z_um - z_true) < 0.3
+    m, seen = _imaged(_measure(z_true, 1.0, 0.0, noise=0.05))
+    find_focus(m, start, curve, cfg.model_copy(update={"near_start_pair": False}))
+    h = FocusSearch(start, curve, cfg).half_width_um
+    assert h > 1.5 * d and seen[1:3] == pytest.approx([start - h, start + h])
+
+
+def test_far_start_keeps_the_wide_bracket(curve: BlurCurve) -> None:
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    h = FocusSearch(60.0, curve, cfg).half_width_um
+    m, seen = _imaged(_measure(0.0, 1.0, 0.0, noise=0.05))
+    find_focus(m, 60.0, curve, cfg)
+    assert seen[1:3] == pytest.approx([60.0 - h, 60.0 + h])
+
+
+def test_focus_b_from_a_previous_search_recognises_an_offset_specimen(curve: BlurCurve) -> None:
+    """A specimen 8 px blurrier than the slide at focus: its first search cannot tell it
+    is near focus (yet finds it: neither mirror candidate of its one trusted image is
+    possible, so the curve's shape decides); handing its focus_b_px to the next search
+    lets that one finish with the flank pair in three images."""
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    z_true = 0.0
+    m, seen = _imaged(_measure(z_true, 1.0, 8.0, noise=0.05))
+    first = find_focus(m, 1.0, curve, cfg)
+    h = FocusSearch(1.0, curve, cfg).half_width_um
+    assert seen[1:3] == pytest.approx([1.0 - h, 1.0 + h])
+    assert first.status == "converged" and "symmetric flank pair" in first.reason
+    assert abs(first.z_um - z_true) < 0.3
+    assert first.focus_b_px == pytest.approx(float(oracle_b(0.0, K)) + 8.0, abs=0.5)
+    m, seen = _imaged(_measure(z_true, 1.0, 8.0, noise=0.05, seed=1))
+    again = find_focus(m, 0.3, curve, cfg, focus_b_px=first.focus_b_px)
+    d = FocusSearch(0.3, curve, cfg).flank_um
+    assert seen[1:3] == pytest.approx([0.3 - d, 0.3 + d])
+    assert again.images_used == 3 and abs(again.z_um - z_true) < 0.3
+    with pytest.raises(InvalidInputError):
+        FocusSearch(0.0, curve, cfg, focus_b_px=float("nan"))

@@ -59,7 +59,7 @@ class FrameTruth:
 class OracleScorer:
     """Scorer protocol over the simulator's truth for each frame (see :class:`FrameTruth`).
 
-    ``blur_px = curve(dz) + N(0, noise_px)``; verdict in focus when ``|dz| <= DOF``;
+    ``blur_px = curve(dz) + offset_px + N(0, noise_px)``; verdict in focus when ``|dz| <= DOF``;
     ``abs_dz_um = |dz|``; undetermined on the ``empty`` specimen.  ``fail_after`` makes
     the n-th call onwards raise ``error`` (scorer failures, timeouts).
     """
@@ -74,8 +74,10 @@ class OracleScorer:
         fail_after: int | None = None,
         error: Exception | None = None,
         delay_s: float = 0.0,
+        offset_px: float = 0.0,
     ) -> None:
         self.truth = truth
+        self.offset_px = offset_px
         self.curve = curve
         self.noise_px = noise_px
         self.rng = np.random.default_rng(seed)
@@ -103,7 +105,7 @@ class OracleScorer:
         self.dz_seen.append(dz)
         obj = objective or Objective(name="20X", magnification=20, na=0.5, camera_pixel_size_um=10)
         empty = specimen == "empty"
-        b = float(self.curve(dz) + self.rng.normal(0, self.noise_px))
+        b = float(self.curve(dz) + self.offset_px + self.rng.normal(0, self.noise_px))
         level = float(np.clip(obj.dz_to_level(dz), 0, 10))
         probs = np.zeros(11)
         probs[round(level)] = 1.0

@@ -111,3 +111,34 @@ def test_flagging_only_engine_marks_out_of_focus_frames(drifting_core, truth: Fr
         "out_of_focus" if abs(dz) > vm.objective.dof_um else "in_focus" for dz, _ in verdicts
     ]
     assert {v for _, v in verdicts} == {"in_focus", "out_of_focus"}
+
+
+def test_tracking_reuses_each_positions_focus_blur(drifting_core, truth: FrameTruth) -> None:
+    """A specimen 8 px blurrier at focus than the calibration: the first autofocus at a
+    position cannot know it starts near focus; later ones get its focus b from the last
+    search there and bracket with the flank pair (z -/+ d after the first image)."""
+    from autofocus.search import FocusSearch, SearchConfig
+
+    vm = get_virtual_microscope(drifting_core)
+    curve = oracle_curve(vm.objective)
+    scorer = OracleScorer(truth, curve, offset_px=8.0)
+    engine = AutofocusEngine(drifting_core, scorer, curve, objective=vm.objective)
+    seq = useq.MDASequence(
+        stage_positions=[(0.0, 0.0, 0.0), (300.0, 0.0, 0.0)],
+        time_plan={"interval": 0, "loops": 4},
+        autofocus_plan=useq.AxesBasedAF(axes=("t", "p")),
+    )
+    frames = _run(drifting_core, engine, seq)
+    for _, info, _ in frames:
+        assert abs(info["dz_um"]) < 0.3
+    recs = engine.records()
+    assert len(recs) == 8 and all(r.status == "converged" for r in recs)
+    first = {r.position: r for r in reversed(recs)}
+    later = [r for r in recs if r is not first[r.position]]
+    d = FocusSearch(0.0, curve, SearchConfig()).flank_um
+    for r in first.values():
+        assert r.images_used > 4 and abs(r.trace[1][0] - (r.z_start_um - d)) > 0.5 * d
+    for r in later:
+        assert r.trace[1][0] == pytest.approx(r.z_start_um - d)
+        assert r.trace[2][0] == pytest.approx(r.z_start_um + d)
+        assert r.images_used <= 4
