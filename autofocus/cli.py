@@ -245,13 +245,18 @@ def evaluate(
     objective: Annotated[str | None, typer.Option(help="objective of the labelled images")] = None,
     n_images: Annotated[int, typer.Option(min=10, help="held-out synthetic images")] = 600,
     seeds_per_specimen: Annotated[int, typer.Option(min=1)] = 4,
+    weights: Annotated[
+        Path | None, typer.Option(help="model weights folder [default: the shipped models]")
+    ] = None,
 ) -> None:
-    """Evaluate the shipped models on held-out synthetic data (or a labelled folder)."""
+    """Evaluate the models on held-out synthetic data (or a labelled folder)."""
     from autofocus.evaluation_cli import run_evaluation
+    from autofocus.scorer import LocalScorer
 
     if what not in ("classifier", "regressor", "all"):
         raise typer.BadParameter("choose classifier, regressor or all", param_hint="WHAT")
     check_writable(output, "dir")
+    scorer = LocalScorer(weights_dir=str(weights)) if weights is not None else None
     md = run_evaluation(
         what,
         output,
@@ -259,6 +264,7 @@ def evaluate(
         objective=objective,
         n_images=n_images,
         seeds_per_specimen=seeds_per_specimen,
+        scorer=scorer,
     )
     typer.echo(md)
 

@@ -127,6 +127,7 @@ def test_service_endpoints_and_devices_are_checked(tmp_path: Path, capsys) -> No
         ["serve", "--device", "foo"],
         ["serve", "--curve-secret-key", str(tmp_path / "nosuch.key")],
         ["ping", "garbage"],
+        ["evaluate", "regressor", "--weights", str(tmp_path / "nosuch")],
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
