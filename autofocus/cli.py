@@ -150,6 +150,18 @@ def bench_render(
     run_render_benchmark(output, repeats=repeats)
 
 
+def _int_list(flag: str, text: str | None) -> tuple[int, ...] | None:
+    """``"24,48,96"`` -> ``(24, 48, 96)``; None stays None."""
+    from autofocus.errors import InvalidInputError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"{flag} must be comma-separated integers, not {text!r}") from None
+
+
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="classifier or regressor")],
@@ -166,31 +178,29 @@ def train(
         str | None, typer.Option(help="trunk channel widths, e.g. 24,48,96,128 [model default]")
     ] = None,
     hidden: Annotated[int | None, typer.Option(min=1, help="head hidden units")] = None,
+    depths: Annotated[
+        str | None, typer.Option(help="3x3 convolutions per block, e.g. 1,2,2 [one each]")
+    ] = None,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
 
-    from autofocus.errors import InvalidInputError, UnknownNameError
+    from autofocus.errors import UnknownNameError
     from autofocus.training.train import Recipe, default_command
     from autofocus.training.train import train as run_training
 
     if model not in ("classifier", "regressor"):
         raise UnknownNameError(f"unknown model {model!r}; choose classifier or regressor")
     recipe = Recipe(model=model, seed=seed, threads=threads, workers=workers)  # type: ignore[arg-type]
-    width_list = None
-    if widths is not None:
-        try:
-            width_list = tuple(int(w) for w in widths.split(","))
-        except ValueError:
-            raise InvalidInputError(
-                f"--widths must be comma-separated integers, not {widths!r}"
-            ) from None
+    width_list = _int_list("--widths", widths)
+    depth_list = _int_list("--depths", depths)
     given = {
         "n_fields": n_fields,
         "n_eval_fields": n_eval_fields,
         "epochs": epochs,
         "widths": width_list,
         "hidden": hidden,
+        "depths": depth_list,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

@@ -49,14 +49,21 @@ def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 class _Trunk(nn.Module):
     """Patchify stem (8x8, stride 4) + stride-2 3x3 blocks + mean/max pooling."""
 
-    def __init__(self, widths: tuple[int, ...]) -> None:
+    def __init__(self, widths: tuple[int, ...], depths: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        depths = tuple(depths) if depths is not None else (1,) * (len(widths) - 1)
+        if len(depths) != len(widths) - 1 or min(depths, default=1) < 1:
+            raise ValueError("depths: one count >= 1 per block (len(widths) - 1 of them)")
+        self.depths = depths
         self.stem = nn.Sequential(
             nn.Conv2d(1, widths[0], 8, stride=4, padding=2, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        blocks = [_block(a, b, 2) for a, b in itertools.pairwise(widths)]
+        blocks: list[nn.Module] = []
+        for (a, b), d in zip(itertools.pairwise(widths), depths, strict=True):
+            blocks.append(_block(a, b, 2))
+            blocks.extend(_block(b, b, 1) for _ in range(d - 1))
         self.blocks = nn.Sequential(*blocks)
         self.out_features = 2 * widths[-1]
 
@@ -75,10 +82,16 @@ def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
 class DefocusClassifier(nn.Module):
     """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 96), hidden: int = 96) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (24, 48, 96),
+        hidden: int = 96,
+        depths: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.widths = tuple(widths)
-        self.trunk = _Trunk(self.widths)
+        self.trunk = _Trunk(self.widths, depths)
+        self.depths = self.trunk.depths
         self.head = _head(self.trunk.out_features, hidden, N_LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +101,16 @@ class DefocusClassifier(nn.Module):
 class ZernikeRegressor(nn.Module):
     """128x128 normalised patch -> (4 pupil coefficients in px, texture logit)."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), hidden: int = 96) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (16, 32, 64, 96),
+        hidden: int = 96,
+        depths: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.widths = tuple(widths)
-        self.trunk = _Trunk(self.widths)
+        self.trunk = _Trunk(self.widths, depths)
+        self.depths = self.trunk.depths
         self.head = _head(self.trunk.out_features, hidden, len(REGRESSOR_OUTPUTS) + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

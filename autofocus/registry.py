@@ -87,9 +87,15 @@ def build_model(card: ModelCard) -> Any:
     }.get(cls_name)
     if cls is None:
         raise ModelWeightsError(f"model card names an unknown architecture {cls_name!r}")
-    if "widths" in arch:
-        arch["widths"] = tuple(arch["widths"])
-    return cls(**arch)
+    for key in ("widths", "depths"):
+        if key in arch:
+            arch[key] = tuple(arch[key])
+    try:
+        return cls(**arch)
+    except (TypeError, ValueError) as e:
+        raise ModelWeightsError(
+            f"model card architecture {card.architecture} is invalid: {e}"
+        ) from e
 
 
 @lru_cache(maxsize=8)

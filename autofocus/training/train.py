@@ -59,6 +59,8 @@ class Recipe:
     """Channel widths of the trunk (stem, then one stride-2 block each); None: the default."""
     hidden: int | None = None
     """Units of the head's hidden layer; None: the default."""
+    depths: tuple[int, ...] | None = None
+    """3x3 convolutions per block (the first strided, the rest stride 1); None: one each."""
 
 
 def _augment(x: np.ndarray, aberr: np.ndarray | None, rng: np.random.Generator):
@@ -99,10 +101,17 @@ def _targets_classifier(ps: PatchSet, idx: np.ndarray) -> np.ndarray:
     return t
 
 
-def _make_model(kind: str, widths: tuple[int, ...] | None = None, hidden: int | None = None):
+def _make_model(
+    kind: str,
+    widths: tuple[int, ...] | None = None,
+    hidden: int | None = None,
+    depths: tuple[int, ...] | None = None,
+):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
     kwargs: dict[str, Any] = {}
+    if depths is not None:
+        kwargs["depths"] = tuple(depths)
     if widths is not None:
         kwargs["widths"] = tuple(widths)
     if hidden is not None:
@@ -224,6 +233,10 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         raise InvalidInputError("widths needs at least two positive channel counts")
     if recipe.hidden is not None and recipe.hidden < 1:
         raise InvalidInputError("hidden must be >= 1")
+    if recipe.depths is not None:
+        n_blocks = len(recipe.widths or _make_model(kind).widths) - 1
+        if len(recipe.depths) != n_blocks or any(int(d) < 1 for d in recipe.depths):
+            raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
     check_writable(out_dir, "dir")
     t0 = time.time()
     train_set = build_patchset(recipe.n_fields, recipe.seed, cfg, patch, workers=recipe.workers)
@@ -238,7 +251,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     t_data = time.time() - t0
     log.info("rendered %d train / %d eval patches in %.0f s", len(train_set), len(eval_set), t_data)
 
-    model = _make_model(kind, recipe.widths, recipe.hidden)
+    model = _make_model(kind, recipe.widths, recipe.hidden, recipe.depths)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -276,6 +289,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         torch.save(model.state_dict(), tmp)
     arch = {"class": type(model).__name__, "widths": list(model.widths)}
     arch["hidden"] = model.head[0].out_features
+    arch["depths"] = list(model.depths)
     from autofocus.models import REGRESSOR_OUTPUTS
     from autofocus.optics import N_LEVELS
 

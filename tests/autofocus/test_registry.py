@@ -36,3 +36,14 @@ def test_invalid_card(tiny_weights: Path) -> None:
     (tiny_weights / "classifier.json").write_text("{not json")
     with pytest.raises(ModelWeightsError, match="invalid"):
         load_card("classifier", tiny_weights)
+
+
+def test_card_with_impossible_architecture_is_refused(tiny_weights: Path) -> None:
+    import json
+
+    path = tiny_weights / "classifier.json"
+    card = json.loads(path.read_text())
+    card["architecture"]["depths"] = [1]  # three blocks need three counts
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelWeightsError, match="architecture"):
+        load_model("classifier", tiny_weights)

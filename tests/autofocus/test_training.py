@@ -23,24 +23,36 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         workers=1,
         widths=(8, 16, 24),
         hidden=12,
+        depths=(1, 2),
     )
     card = train(recipe, tmp_path, command="autofocus train classifier (test)")
     assert card["architecture"] == {
         "class": "DefocusClassifier",
         "widths": [8, 16, 24],
         "hidden": 12,
+        "depths": [1, 2],
     }
     on_disk = json.loads((tmp_path / "classifier.json").read_text())
     assert on_disk["training"]["recipe"]["widths"] == [8, 16, 24]
     assert on_disk["sha256"] == card["sha256"]
     model, loaded = load_model("classifier", tmp_path)
     assert model.widths == (8, 16, 24)
+    assert model.depths == (1, 2)
     assert loaded.sha256 == card["sha256"]
     assert 0.0 <= card["evaluation"]["held_out_patches"]["within_one_accuracy"] <= 1.0
 
 
 @pytest.mark.parametrize(
-    "changes", [{"widths": (8,)}, {"widths": (8, 0)}, {"hidden": 0}, {"epochs": 0}]
+    "changes",
+    [
+        {"widths": (8,)},
+        {"widths": (8, 0)},
+        {"hidden": 0},
+        {"epochs": 0},
+        {"depths": (1,)},
+        {"depths": (1, 0)},
+        {"widths": (8, 16), "depths": (1, 2)},
+    ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
     recipe = Recipe(model="classifier", n_fields=29, workers=1, threads=1, **changes)
@@ -49,8 +61,9 @@ def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict)
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_widths_must_be_integers(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("flag", ["--widths", "--depths"])
+def test_cli_lists_must_be_integers(tmp_path: Path, capsys, flag: str) -> None:
     out = tmp_path / "o"
-    assert main(["train", "classifier", "--widths", "8,x", "--output", str(out)]) == 2
+    assert main(["train", "classifier", flag, "8,x", "--output", str(out)]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert not out.exists()
