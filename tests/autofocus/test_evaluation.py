@@ -67,3 +67,16 @@ def test_classifier_figures_hand_computed() -> None:
     assert f["out_of_focus_precision"] == pytest.approx(2 / 3)
     assert f["out_of_focus_recall"] == pytest.approx(1.0)
     assert f["confusion_matrix"][1][3] == 1
+
+
+def test_cli_evaluates_a_weights_folder_before_it_is_shipped(tiny_weights, tmp_path) -> None:
+    import json
+
+    from autofocus.cli import main
+
+    out = tmp_path / "ev"
+    argv = ["evaluate", "classifier", "--weights", str(tiny_weights), "--n-images", "10"]
+    assert main([*argv, "--output", str(out)]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert "classifier-test-" in report["model_version"]  # the folder's models, not shipped
+    assert report["classifier"]["n_images"] == 10
