@@ -56,7 +56,11 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
 6. Per ROI: with per-patch blur scores (``FocusScore.regressor_patches``), every
    textured patch is matched on its own and the estimates are combined by a median
    after rejecting outliers beyond 3 scaled MADs; too few ROIs -> the frame median.
-7. The final position is the matched estimate ``z*`` (never just the best sample),
+7. Vanishing contrast (``vanishing_contrast``): an undetermined image within the
+   trusted half-width of a sharp image marks a transparent specimen whose contrast
+   vanishes in a zone symmetric about focus; the zone's edges are bracketed (the sharp
+   image mirrored across it when needed) and bisected, and focus is their centre.
+8. The final position is the matched estimate ``z*`` (never just the best sample),
    clipped to the soft limits.  Empty fields (no texture) -> ``undetermined``, no move.
 """
 
@@ -157,6 +161,10 @@ class SearchConfig(BaseModel):
     )
     model_jump: bool = Field(
         default=True, description="expand towards the curve-matched estimate, not blindly"
+    )
+    vanishing_contrast: bool = Field(
+        default=True,
+        description="undetermined images close to a sharp one mark focus (phase objects)",
     )
     near_start_pair: bool = Field(
         default=True,
@@ -695,6 +703,8 @@ class FocusSearch:
                 estimate=None,
             )
             return
+        if n_bad and cfg.vanishing_contrast and self._vanishing_contrast(z, b):
+            return
         if len(good) < 3:
             if not self._can_image():
                 self._finish(
@@ -952,6 +962,62 @@ class FocusSearch:
             gain=float(loc.gain[0]),
             offset=float(loc.offset_px[0]),
         )
+
+    def _vanishing_contrast(self, z: np.ndarray, b: np.ndarray) -> bool:
+        """A transparent (phase) specimen in brightfield loses all contrast at focus.
+
+        An undetermined image within the trusted half-width of a sharp (trusted)
+        image cannot be a blurred-out fluorescent field: b rises smoothly with |dz| and
+        is still low there.  Its z marks the zone ``|dz| < w`` where contrast vanishes,
+        which is symmetric about focus.  Images with texture on one side only: the sharp
+        one is mirrored across the zone to find its other edge.  Then each edge lies
+        between an image with texture and one without; the wider of the two intervals
+        is bisected until both are within ``2 precision_um`` (or images run out), and
+        focus is the centre of the two edge intervals.
+        Returns whether it queued an image or finished.
+        """
+        t, reach = self.config.trusted_blur_px, self._trusted_half_width()
+        if t is None or reach is None or not bool(np.any(b <= t)):
+            return False
+        zt = z[b <= t]
+        gone = sorted(
+            o.z_um
+            for o in self._s.obs
+            if not math.isfinite(o.b_px) and float(np.min(np.abs(zt - o.z_um))) <= reach
+        )
+        if not gone:
+            return False
+        lo_e, hi_e = gone[0], gone[-1]
+        below, above = z[z < lo_e], z[z > hi_e]
+        lo, hi = self.config.z_limits_um
+        if below.size == 0 or above.size == 0:
+            if self._can_image():
+                # find the zone's other edge: mirror the sharp image across the zone
+                zs = float(zt[np.argmin(np.abs(zt - 0.5 * (lo_e + hi_e)))])
+                z_new = hi_e + (hi_e - zs) if zs < lo_e else lo_e - (zs - lo_e)
+                if self._new_z(min(max(z_new, lo), hi), z):
+                    return True
+            est, two_sided = 0.5 * (lo_e + hi_e), False
+        else:
+            # each edge of the zone lies between an image with texture and one
+            # without; bisect the wider edge interval until both are within precision
+            z_l, z_r = float(below.max()), float(above.min())
+            est, two_sided = 0.25 * (z_l + lo_e + hi_e + z_r), True
+            gap_l, gap_r = lo_e - z_l, z_r - hi_e
+            if max(gap_l, gap_r) > 2 * self.precision_um and self._can_image():
+                mid = 0.5 * (z_l + lo_e) if gap_l >= gap_r else 0.5 * (hi_e + z_r)
+                if self._new_z(mid, z):
+                    return True
+        self._finish(
+            "converged",
+            f"contrast vanishes near focus ({len(gone)} undetermined images next to "
+            "sharp ones: a transparent specimen); focus at the centre of that zone",
+            z=est,
+            estimate=est,
+            confidence=0.5,
+            bracketed=two_sided,
+        )
+        return True
 
     def _trusted_half_width(self) -> float | None:
         """Smallest |dz| at which the calibration curve reaches ``trusted_blur_px``."""

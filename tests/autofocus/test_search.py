@@ -481,3 +481,50 @@ def test_focus_b_from_a_previous_search_recognises_an_offset_specimen(curve: Blu
     assert again.images_used == 3 and abs(again.z_um - z_true) < 0.3
     with pytest.raises(InvalidInputError):
         FocusSearch(0.0, curve, cfg, focus_b_px=float("nan"))
+
+
+@pytest.mark.parametrize("zone_frac", [0.6, 1.0])
+@pytest.mark.parametrize(
+    ("z_true", "start_dz", "per_w"),
+    [(0.0, -40.0, False), (3.0, 47.0, False), (-2.0, 0.3, True), (5.0, 0.8, True)],
+)
+def test_transparent_specimen_whose_contrast_vanishes_at_focus(
+    curve: BlurCurve, zone_frac: float, z_true: float, start_dz: float, per_w: bool
+) -> None:
+    """A phase object in brightfield has no texture within w of focus (undetermined
+    images there) and a blur score 6 px above the slide's elsewhere.  From far away the
+    flank pair finds it; from inside the zone, the zone is bracketed and bisected, and
+    its centre is focus."""
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    probe = FocusSearch(0.0, curve, cfg)
+    w = zone_frac * probe.flank_um
+    start = z_true + (start_dz * w if per_w else start_dz)  # per_w: inside the zone
+    rng = np.random.default_rng(7)
+
+    def measure(z: float) -> float:
+        if abs(z - z_true) < w:
+            return math.nan
+        return float(oracle_b(z - z_true, K)) + 6.0 + float(rng.normal(0, 0.1))
+
+    res = find_focus(measure, start, curve, cfg)
+    assert res.status == "converged"
+    assert abs(res.z_um - z_true) <= 0.5 * probe.precision_um
+    assert res.images_used <= cfg.max_images
+    if per_w:
+        assert "contrast vanishes" in res.reason
+        off = cfg.model_copy(update={"vanishing_contrast": False})
+        assert "contrast vanishes" not in find_focus(measure, start, curve, off).reason
+
+
+def test_blurred_out_far_images_are_not_a_vanishing_zone(curve: BlurCurve) -> None:
+    """Images that lose their texture far from focus (a sparse specimen blurred into the
+    background) say nothing about focus: only undetermined images near sharp ones do."""
+    z_true = 5.0
+
+    def measure(z: float) -> float:
+        b = float(oracle_b(z - z_true, K))
+        return math.nan if b > 45.0 else b
+
+    res = find_focus(measure, z_true + 12.0, curve, SearchConfig(z_limits_um=(-500, 500)))
+    assert res.status == "converged" and "contrast vanishes" not in res.reason
+    assert abs(res.z_um - z_true) < 0.5
