@@ -52,7 +52,9 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    focus almost independently of the specimen's gain and offset (the curve is even
    in dz).  Without ``pair_refine`` (or with no trusted sample yet) poor confidence
    adds a golden-section point in the larger half of the bracket around the lowest
-   sample, up to ``max_images``.
+   sample, up to ``max_images``.  A match of blurry (untrusted) samples only whose
+   regions disagree by more than ``precision_um`` (``confirm_disputed``) first images
+   its estimate, where a trusted image hands over to the flank pair.
 6. Per ROI: with per-patch blur scores (``FocusScore.regressor_patches``), every
    textured patch is matched on its own and the estimates are combined by a median
    after rejecting outliers beyond 3 scaled MADs; too few ROIs -> the frame median.
@@ -161,6 +163,11 @@ class SearchConfig(BaseModel):
     )
     model_jump: bool = Field(
         default=True, description="expand towards the curve-matched estimate, not blindly"
+    )
+    confirm_disputed: bool = Field(
+        default=True,
+        description="image the estimate once when only blurry samples were matched and "
+        "their regions disagree by more than precision_um",
     )
     vanishing_contrast: bool = Field(
         default=True,
@@ -1072,6 +1079,22 @@ class FocusSearch:
             roi = self._roi_estimate(z, good, grid)
             if roi is not None:
                 z_est, n_rois, spread = roi
+        untrusted = cfg.trusted_blur_px is not None and not bool(np.any(b <= cfg.trusted_blur_px))
+        if (
+            cfg.pair_refine
+            and cfg.confirm_disputed
+            and untrusted
+            and spread is not None
+            and spread > self.precision_um
+            and not self._s.confirmed
+            and self._can_image()
+        ):
+            # only blurry samples, and their regions disagree about focus: look at the
+            # estimate itself, so that the flank pair (step 5) can take over
+            self._s.confirmed = True
+            lo, hi = cfg.z_limits_um
+            if self._new_z(min(max(z_est, lo), hi), z):
+                return
         if conf < cfg.min_confidence and self._can_image():
             if self._golden_point(z, b):
                 return

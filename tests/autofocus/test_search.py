@@ -528,3 +528,25 @@ def test_blurred_out_far_images_are_not_a_vanishing_zone(curve: BlurCurve) -> No
     res = find_focus(measure, z_true + 12.0, curve, SearchConfig(z_limits_um=(-500, 500)))
     assert res.status == "converged" and "contrast vanishes" not in res.reason
     assert abs(res.z_um - z_true) < 0.5
+
+
+def test_blurry_match_with_disputing_regions_images_its_estimate(curve: BlurCurve) -> None:
+    """Only blurry samples (b > trusted everywhere), and the regions' own estimates
+    spread over 16 um: the search does not stop at the three-image match but images
+    that estimate (where a trusted image would let the flank pair take over)."""
+
+    def run(flag: bool):
+        rng = np.random.default_rng(2)
+
+        def measure(z: float):
+            roi = oracle_b(np.array([[z], [z - 8.0], [z - 16.0]]) * np.ones((3, 3)), K) + 20.0
+            roi += rng.normal(0, 0.2, (3, 3))
+            return make_score(float(np.median(roi)), roi)
+
+        cfg = SearchConfig(z_limits_um=(-300, 300), confirm_disputed=flag)
+        return find_focus(measure, 3.0, curve, cfg)
+
+    plain, checked = run(False), run(True)
+    assert plain.images_used == 3 and plain.roi_spread_um > 4.0
+    assert checked.images_used > 3
+    assert checked.trace[3][0] == pytest.approx(plain.z_um)
