@@ -792,10 +792,21 @@ class FocusSearch:
             est = self._best_effort(z, b)
             self._finish("failed", why, z=est, estimate=est)
             return
-        if not self._new_z(z_new, z):
-            self._finish(
-                "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
-            )
+        if self._new_z(z_new, z):
+            return
+        if self._undetermined_at(z_new):
+            # the jump landed on an image without texture (a transparent specimen
+            # near focus): look one flank distance further on, for a sharp image
+            beyond = min(max(z_new + direction * self.flank_um, lo), hi)
+            if self._new_z(beyond, z):
+                return
+        self._finish(
+            "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
+        )
+
+    def _undetermined_at(self, z_um: float) -> bool:
+        tol = 1e-3 * max(self.precision_um, 1e-6)
+        return any(abs(o.z_um - z_um) <= tol and not math.isfinite(o.b_px) for o in self._s.obs)
 
     # ---- symmetric flank pair (step 5) --------------------------------------------
     def _flank_distance(self) -> float:

@@ -550,3 +550,22 @@ def test_blurry_match_with_disputing_regions_images_its_estimate(curve: BlurCurv
     assert plain.images_used == 3 and plain.roi_spread_um > 4.0
     assert checked.images_used > 3
     assert checked.trace[3][0] == pytest.approx(plain.z_um)
+
+
+@pytest.mark.parametrize("start", [-40.0, 45.0])
+def test_a_jump_onto_an_image_without_texture_looks_further_on(
+    curve: BlurCurve, start: float
+) -> None:
+    """The curve-matched jump towards focus lands inside a transparent specimen's
+    textureless zone (wider than the flank pair here): the search images one flank
+    distance further on instead of stalling, and then brackets the zone."""
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    probe = FocusSearch(0.0, curve, cfg)
+    w = 1.5 * probe.flank_um
+
+    def measure(z: float) -> float:
+        return math.nan if abs(z) < w else float(oracle_b(z, K)) + 6.0
+
+    res = find_focus(measure, start, curve, cfg)
+    assert res.status == "converged"
+    assert abs(res.z_um) <= 0.5 * probe.precision_um
