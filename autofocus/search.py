@@ -668,14 +668,25 @@ class FocusSearch:
     def _can_image(self) -> bool:
         return len(self._s.obs) < self.config.max_images
 
+    def _imaged_at(self, z_um: float) -> list[_Obs]:
+        """The images taken at ``z_um`` (within a thousandth of the precision)."""
+        tol = 1e-3 * max(self.precision_um, 1e-6)
+        return [o for o in self._s.obs if abs(o.z_um - z_um) <= tol]
+
     def _new_z(self, z_new: float, z_list: np.ndarray) -> bool:
         """Queue ``z_new`` unless it duplicates a sample; returns whether queued."""
-        tol = 1e-3 * max(self.precision_um, 1e-6)
-        all_z = np.array([o.z_um for o in self._s.obs])
-        if all_z.size and np.min(np.abs(all_z - z_new)) <= tol:
+        if self._imaged_at(z_new):
             return False
         self._s.pending.append(float(z_new))
         return True
+
+    def _image_estimate_once(self, z_est: float, z: np.ndarray) -> bool:
+        """Queue the estimate itself (clipped to the limits), at most once per search."""
+        if self._s.confirmed or not self._can_image():
+            return False
+        self._s.confirmed = True
+        lo, hi = self.config.z_limits_um
+        return self._new_z(min(max(z_est, lo), hi), z)
 
     def _queue_first_bracket(self) -> None:
         """After the first image: the pair z1 -/+ d when it is already near focus (its
@@ -794,7 +805,7 @@ class FocusSearch:
             return
         if self._new_z(z_new, z):
             return
-        if self._undetermined_at(z_new):
+        if any(not math.isfinite(o.b_px) for o in self._imaged_at(z_new)):
             # the jump landed on an image without texture (a transparent specimen
             # near focus): look one flank distance further on, for a sharp image
             beyond = min(max(z_new + direction * self.flank_um, lo), hi)
@@ -803,10 +814,6 @@ class FocusSearch:
         self._finish(
             "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
         )
-
-    def _undetermined_at(self, z_um: float) -> bool:
-        tol = 1e-3 * max(self.precision_um, 1e-6)
-        return any(abs(o.z_um - z_um) <= tol and not math.isfinite(o.b_px) for o in self._s.obs)
 
     # ---- symmetric flank pair (step 5) --------------------------------------------
     def _flank_distance(self) -> float:
@@ -1015,24 +1022,30 @@ class FocusSearch:
                 z_new = hi_e + (hi_e - zs) if zs < lo_e else lo_e - (zs - lo_e)
                 if self._new_z(min(max(z_new, lo), hi), z):
                     return True
-            est, two_sided = 0.5 * (lo_e + hi_e), False
+            est, two_sided, pinned = 0.5 * (lo_e + hi_e), False, False
         else:
             # each edge of the zone lies between an image with texture and one
             # without; bisect the wider edge interval until both are within precision
             z_l, z_r = float(below.max()), float(above.min())
             est, two_sided = 0.25 * (z_l + lo_e + hi_e + z_r), True
             gap_l, gap_r = lo_e - z_l, z_r - hi_e
-            if max(gap_l, gap_r) > 2 * self.precision_um and self._can_image():
+            pinned = max(gap_l, gap_r) <= 2 * self.precision_um
+            if not pinned and self._can_image():
                 mid = 0.5 * (z_l + lo_e) if gap_l >= gap_r else 0.5 * (hi_e + z_r)
                 if self._new_z(mid, z):
                     return True
+        reason = (
+            f"contrast vanishes near focus ({len(gone)} undetermined images next to "
+            "sharp ones: a transparent specimen); focus at the centre of that zone"
+        )
+        if not pinned:
+            reason += f"; its edges not pinned within {2 * self.precision_um:.3g} um"
         self._finish(
             "converged",
-            f"contrast vanishes near focus ({len(gone)} undetermined images next to "
-            "sharp ones: a transparent specimen); focus at the centre of that zone",
+            reason,
             z=est,
             estimate=est,
-            confidence=0.5,
+            confidence=0.5 if pinned else 0.5 * self.config.min_confidence,
             bracketed=two_sided,
         )
         return True
@@ -1091,31 +1104,19 @@ class FocusSearch:
             if roi is not None:
                 z_est, n_rois, spread = roi
         untrusted = cfg.trusted_blur_px is not None and not bool(np.any(b <= cfg.trusted_blur_px))
-        if (
-            cfg.pair_refine
-            and cfg.confirm_disputed
-            and untrusted
-            and spread is not None
-            and spread > self.precision_um
-            and not self._s.confirmed
-            and self._can_image()
-        ):
+        disputed = spread is not None and spread > self.precision_um
+        if cfg.pair_refine and cfg.confirm_disputed and untrusted and disputed:
             # only blurry samples, and their regions disagree about focus: look at the
             # estimate itself, so that the flank pair (step 5) can take over
-            self._s.confirmed = True
-            lo, hi = cfg.z_limits_um
-            if self._new_z(min(max(z_est, lo), hi), z):
+            if self._image_estimate_once(z_est, z):
                 return
         if conf < cfg.min_confidence and self._can_image():
             if self._golden_point(z, b):
                 return
         if len(self._s.obs) < cfg.min_images and self._can_image() and self._golden_point(z, b):
             return
-        if cfg.confirm and not self._s.confirmed and self._can_image():
-            self._s.confirmed = True
-            lo, hi = cfg.z_limits_um
-            if self._new_z(min(max(z_est, lo), hi), z):
-                return
+        if cfg.confirm and self._image_estimate_once(z_est, z):
+            return
         reason = "matched calibration curve"
         if conf < cfg.min_confidence:
             reason = f"maximum image count reached with low confidence {conf:.2f}"

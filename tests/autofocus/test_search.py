@@ -512,6 +512,9 @@ def test_transparent_specimen_whose_contrast_vanishes_at_focus(
     assert res.images_used <= cfg.max_images
     if per_w:
         assert "contrast vanishes" in res.reason
+        # confidence says whether bisection pinned the zone's edges before images ran out
+        pinned = "not pinned" not in res.reason
+        assert (res.confidence >= cfg.min_confidence) == pinned
         off = cfg.model_copy(update={"vanishing_contrast": False})
         assert "contrast vanishes" not in find_focus(measure, start, curve, off).reason
 
@@ -569,3 +572,16 @@ def test_a_jump_onto_an_image_without_texture_looks_further_on(
     res = find_focus(measure, start, curve, cfg)
     assert res.status == "converged"
     assert abs(res.z_um) <= 0.5 * probe.precision_um
+
+
+def test_vanishing_zone_not_pinned_before_images_run_out_says_so(curve: BlurCurve) -> None:
+    cfg = SearchConfig(z_limits_um=(-500, 500), max_images=5)
+    w = FocusSearch(0.0, curve, cfg).flank_um
+
+    def measure(z: float) -> float:
+        return math.nan if abs(z + 2.0) < w else float(oracle_b(z + 2.0, K)) + 6.0
+
+    res = find_focus(measure, -2.0 + 0.3 * w, curve, cfg)
+    assert res.status == "converged" and "not pinned" in res.reason
+    assert res.confidence < cfg.min_confidence
+    assert abs(res.z_um + 2.0) < w  # still inside the zone
