@@ -181,6 +181,9 @@ def train(
     depths: Annotated[
         str | None, typer.Option(help="3x3 convolutions per block, e.g. 1,2,2 [one each]")
     ] = None,
+    spectral_bins: Annotated[
+        int | None, typer.Option(min=0, help="radial log-spectrum rings beside the trunk [0]")
+    ] = None,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -201,6 +204,7 @@ def train(
         "widths": width_list,
         "hidden": hidden,
         "depths": depth_list,
+        "spectral_bins": spectral_bins,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

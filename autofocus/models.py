@@ -72,6 +72,67 @@ class _Trunk(nn.Module):
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
 
+class RadialSpectrum(nn.Module):
+    """Log radial power spectrum of each (normalised) patch, in ``bins`` rings.
+
+    A defocused point spread function is close to a disc, whose transfer function has
+    rings of zeros at spatial frequencies ~1.22/D, 2.23/D, ... for a blur diameter D.
+    Those rings are the same for every specimen, so the ring-averaged log spectrum of a
+    patch shows the blur directly, over the whole patch; the convolutional trunk's
+    receptive field (32 px for the classifier) is smaller than the blur of the upper
+    levels.  The patch is Hann-windowed first so that its borders do not leak power.
+    Rings are linear in frequency, from 1/size (the DC term is dropped) to Nyquist.
+    """
+
+    def __init__(self, size: int, bins: int) -> None:
+        super().__init__()
+        if bins < 2:
+            raise ValueError("spectral bins must be >= 2")
+        self.size, self.bins = size, bins
+        w = torch.hann_window(size, periodic=False, dtype=torch.float32)
+        self.register_buffer("window", w[:, None] * w[None, :], persistent=False)
+        fy = torch.fft.fftfreq(size)[:, None]
+        fx = torch.fft.rfftfreq(size)[None, :]
+        r = torch.sqrt(fx**2 + fy**2).reshape(-1)
+        lo, hi = 1.0 / size, 0.5
+        idx = torch.floor((r - lo) / (hi - lo) * bins).long()
+        keep = (r >= lo) & (r <= hi)
+        idx = idx.clamp(0, bins - 1)
+        # an rfft column 0 < fx < 1/2 stands for itself and its mirror -fx: weight 2,
+        # so that each ring averages the full plane (exactly invariant to 90 degrees)
+        col = torch.full((size, size // 2 + 1), 2.0)
+        col[:, 0] = 1.0
+        if size % 2 == 0:
+            col[:, -1] = 1.0
+        m = torch.zeros(r.numel(), bins)
+        rows = torch.nonzero(keep).squeeze(1)
+        m[rows, idx[keep]] = col.reshape(-1)[rows]
+        m /= m.sum(0, keepdim=True).clamp_min(1.0)
+        self.register_buffer("rings", m, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.fft.rfft2(x[:, 0] * self.window)
+        power = (f.real**2 + f.imag**2).reshape(x.shape[0], -1)
+        return torch.log(power @ self.rings + 1e-6)
+
+
+def _spectral_branch(size: int, bins: int) -> nn.Sequential:
+    """Radial spectrum -> batch norm -> Linear - ReLU (2 x bins features)."""
+    return nn.Sequential(
+        RadialSpectrum(size, bins),
+        nn.BatchNorm1d(bins),
+        nn.Linear(bins, 2 * bins),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    h = model.trunk(x)
+    if model.spectrum is None:
+        return h
+    return torch.cat([h, model.spectrum(x)], dim=1)
+
+
 def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
     """Linear - ReLU - Linear on the trunk's pooled features."""
     return nn.Sequential(
@@ -87,15 +148,19 @@ class DefocusClassifier(nn.Module):
         widths: tuple[int, ...] = (24, 48, 96),
         hidden: int = 96,
         depths: tuple[int, ...] | None = None,
+        spectral_bins: int = 0,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
+        self.spectral_bins = int(spectral_bins)
         self.trunk = _Trunk(self.widths, depths)
         self.depths = self.trunk.depths
-        self.head = _head(self.trunk.out_features, hidden, N_LEVELS)
+        self.spectrum = _spectral_branch(CLASSIFIER_PATCH, spectral_bins) if spectral_bins else None
+        n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
+        self.head = _head(n_features, hidden, N_LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
+        return self.head(_features(self, x))
 
 
 class ZernikeRegressor(nn.Module):
@@ -106,15 +171,19 @@ class ZernikeRegressor(nn.Module):
         widths: tuple[int, ...] = (16, 32, 64, 96),
         hidden: int = 96,
         depths: tuple[int, ...] | None = None,
+        spectral_bins: int = 0,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
+        self.spectral_bins = int(spectral_bins)
         self.trunk = _Trunk(self.widths, depths)
         self.depths = self.trunk.depths
-        self.head = _head(self.trunk.out_features, hidden, len(REGRESSOR_OUTPUTS) + 1)
+        self.spectrum = _spectral_branch(REGRESSOR_PATCH, spectral_bins) if spectral_bins else None
+        n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
+        self.head = _head(n_features, hidden, len(REGRESSOR_OUTPUTS) + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
+        return self.head(_features(self, x))
 
 
 class YangNet(nn.Module):

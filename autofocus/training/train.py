@@ -61,6 +61,8 @@ class Recipe:
     """Units of the head's hidden layer; None: the default."""
     depths: tuple[int, ...] | None = None
     """3x3 convolutions per block (the first strided, the rest stride 1); None: one each."""
+    spectral_bins: int = 0
+    """Rings of the radial log spectrum fed beside the trunk (0: none; see models)."""
 
 
 def _augment(x: np.ndarray, aberr: np.ndarray | None, rng: np.random.Generator):
@@ -106,6 +108,7 @@ def _make_model(
     widths: tuple[int, ...] | None = None,
     hidden: int | None = None,
     depths: tuple[int, ...] | None = None,
+    spectral_bins: int = 0,
 ):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
@@ -116,6 +119,8 @@ def _make_model(
         kwargs["widths"] = tuple(widths)
     if hidden is not None:
         kwargs["hidden"] = hidden
+    if spectral_bins:
+        kwargs["spectral_bins"] = spectral_bins
     return DefocusClassifier(**kwargs) if kind == "classifier" else ZernikeRegressor(**kwargs)
 
 
@@ -237,6 +242,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         n_blocks = len(recipe.widths or _make_model(kind).widths) - 1
         if len(recipe.depths) != n_blocks or any(int(d) < 1 for d in recipe.depths):
             raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
+    if recipe.spectral_bins and not 2 <= recipe.spectral_bins <= patch // 2:
+        raise InvalidInputError(f"spectral_bins must be 0 or 2..{patch // 2}")
     check_writable(out_dir, "dir")
     t0 = time.time()
     train_set = build_patchset(recipe.n_fields, recipe.seed, cfg, patch, workers=recipe.workers)
@@ -251,7 +258,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     t_data = time.time() - t0
     log.info("rendered %d train / %d eval patches in %.0f s", len(train_set), len(eval_set), t_data)
 
-    model = _make_model(kind, recipe.widths, recipe.hidden, recipe.depths)
+    model = _make_model(kind, recipe.widths, recipe.hidden, recipe.depths, recipe.spectral_bins)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -290,6 +297,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     arch = {"class": type(model).__name__, "widths": list(model.widths)}
     arch["hidden"] = model.head[0].out_features
     arch["depths"] = list(model.depths)
+    if model.spectral_bins:
+        arch["spectral_bins"] = model.spectral_bins
     from autofocus.models import REGRESSOR_OUTPUTS
     from autofocus.optics import N_LEVELS
 

@@ -43,3 +43,22 @@ def test_shapes_and_costs() -> None:
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(y) > 20e6  # Yang et al.'s network is ~28 M parameters
     assert n(c) < 0.01 * n(y)
+
+
+def test_radial_spectrum_finds_the_rings_of_a_periodic_pattern() -> None:
+    """A cosine of period 84/12 px puts its power in the ring at radius 12/84 cycles/px;
+    the features are rotation invariant (90 degrees, exactly on the square grid)."""
+    import torch
+
+    from autofocus.models import RadialSpectrum
+
+    spec = RadialSpectrum(84, 20)
+    x = np.mgrid[0:84, 0:84][1]
+    img = np.cos(2 * np.pi * 12 * x / 84)
+    t = torch.from_numpy(img.astype(np.float32))[None, None]
+    out = spec(t)[0].numpy()
+    lo, hi = 1 / 84, 0.5
+    expected_bin = int((12 / 84 - lo) / (hi - lo) * 20)  # 5.37: away from an edge
+    assert int(np.argmax(out)) == expected_bin
+    np.testing.assert_allclose(spec(t.transpose(2, 3))[0].numpy(), out, rtol=1e-4)
+    assert not any("rings" in k or "window" in k for k in spec.state_dict())  # rebuilt, not stored

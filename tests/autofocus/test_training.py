@@ -24,6 +24,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         widths=(8, 16, 24),
         hidden=12,
         depths=(1, 2),
+        spectral_bins=6,
     )
     card = train(recipe, tmp_path, command="autofocus train classifier (test)")
     assert card["architecture"] == {
@@ -31,6 +32,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         "widths": [8, 16, 24],
         "hidden": 12,
         "depths": [1, 2],
+        "spectral_bins": 6,
     }
     on_disk = json.loads((tmp_path / "classifier.json").read_text())
     assert on_disk["training"]["recipe"]["widths"] == [8, 16, 24]
@@ -38,6 +40,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
     model, loaded = load_model("classifier", tmp_path)
     assert model.widths == (8, 16, 24)
     assert model.depths == (1, 2)
+    assert model.spectral_bins == 6 and model.spectrum is not None
     assert loaded.sha256 == card["sha256"]
     assert 0.0 <= card["evaluation"]["held_out_patches"]["within_one_accuracy"] <= 1.0
 
@@ -52,6 +55,8 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"depths": (1,)},
         {"depths": (1, 0)},
         {"widths": (8, 16), "depths": (1, 2)},
+        {"spectral_bins": 1},
+        {"spectral_bins": 43},  # more rings than an 84 px patch has
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
