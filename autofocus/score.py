@@ -88,6 +88,9 @@ class FocusScore:
     model_version: str
     classifier_patches: PatchGrid | None = None
     regressor_patches: PatchGrid | None = None
+    contrast_signature: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """Low-pass contrast of the frame (:mod:`autofocus.contrast`), attached by
+    :func:`measure_blur` for the search; not sent over the wire."""
 
     @property
     def determined(self) -> bool:
@@ -96,6 +99,8 @@ class FocusScore:
     def to_dict(self, with_patches: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for k, v in self.__dict__.items():
+            if k == "contrast_signature":
+                continue
             if k.endswith("_patches"):
                 if with_patches and v is not None:
                     d[k] = v.to_dict()
@@ -133,6 +138,7 @@ class BlurScore:
     textured_fraction: float
     model_version: str
     regressor_patches: PatchGrid | None = None
+    contrast_signature: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def determined(self) -> bool:
@@ -142,11 +148,18 @@ class BlurScore:
 def measure_blur(
     scorer: Any, frame: np.ndarray, objective: Objective | None, *, with_patches: bool
 ) -> FocusScore | BlurScore:
-    """The scorer's ``blur_score`` when it has one (cheaper), else its full ``score``."""
+    """The scorer's ``blur_score`` when it has one (cheaper), else its full ``score``,
+    with the frame's contrast signature attached (the search's phase-object cue)."""
+    from dataclasses import replace
+
+    from autofocus.contrast import contrast_signature
+
     fn = getattr(scorer, "blur_score", None)
     if fn is not None:
-        return fn(frame, objective, with_patches=with_patches)
-    return scorer.score(frame, objective, with_patches=with_patches)
+        s = fn(frame, objective, with_patches=with_patches)
+    else:
+        s = scorer.score(frame, objective, with_patches=with_patches)
+    return replace(s, contrast_signature=contrast_signature(frame))
 
 
 @runtime_checkable

@@ -62,7 +62,14 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    trusted half-width of a sharp image marks a transparent specimen whose contrast
    vanishes in a zone symmetric about focus; the zone's edges are bracketed (the sharp
    image mirrored across it when needed) and bisected, and focus is their centre.
-8. The final position is the matched estimate ``z*`` (never just the best sample),
+8. Signed contrast (``signed_contrast``): a phase object's low-pass contrast inverts
+   through focus (:mod:`autofocus.contrast`).  Once two images' contrast signatures are
+   anti-correlated (below ``-anticorrelation``; a fluorescent or absorbing specimen
+   never is), focus is where the per-block line fitted through that pair (and the
+   images between) crosses zero; the estimate is imaged and refined by Newton steps
+   until a step is below a quarter of ``precision_um``.  This takes precedence over
+   steps 2-7, which see only the (flat, texture-less) blur of such a specimen.
+9. The final position is the matched estimate ``z*`` (never just the best sample),
    clipped to the soft limits.  Empty fields (no texture) -> ``undetermined``, no move.
 """
 
@@ -172,6 +179,18 @@ class SearchConfig(BaseModel):
     vanishing_contrast: bool = Field(
         default=True,
         description="undetermined images close to a sharp one mark focus (phase objects)",
+    )
+    signed_contrast: bool = Field(
+        default=True,
+        description="images whose contrast inverts (a phase object in brightfield) "
+        "locate focus by the contrast's zero crossing (step 8)",
+    )
+    anticorrelation: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="two images lie on opposite sides of focus when their contrast "
+        "signatures correlate below minus this",
     )
     near_start_pair: bool = Field(
         default=True,
@@ -478,6 +497,7 @@ class _Obs:
     z_um: float
     b_px: float
     roi_b: np.ndarray | None  # flattened per-patch b, NaN where untextured
+    signature: np.ndarray | None = None  # low-pass contrast (autofocus.contrast)
 
 
 @dataclass
@@ -600,12 +620,13 @@ class FocusSearch:
         if not lo <= z <= hi:
             raise StageLimitError(f"observed z = {z:g} um lies outside the soft limits")
         b, roi = _parse_score(score, self.config.roi_min_texture)
+        sig = getattr(score, "contrast_signature", None)
         if self._s.pending and abs(self._s.pending[0] - z) <= 1e-6 * max(1.0, abs(z)):
             self._s.pending.pop(0)
         elif self._s.pending:
             logger.debug("observed z %.4f differs from requested %.4f", z, self._s.pending[0])
             self._s.pending.pop(0)
-        self._s.obs.append(_Obs(z, b, roi))
+        self._s.obs.append(_Obs(z, b, roi, sig))
         self._s.compute_s += time.perf_counter() - t0
 
     def abort(self, reason: str) -> FocusResult:
@@ -710,6 +731,8 @@ class FocusSearch:
         cfg = self.config
         if self._s.bracket is not None:
             self._queue_first_bracket()
+            return
+        if cfg.signed_contrast and self._signed_contrast():
             return
         z, b, good = self._valid()
         n_bad = len(self._s.obs) - len(good)
@@ -1047,6 +1070,62 @@ class FocusSearch:
             estimate=est,
             confidence=0.5 if pinned else 0.5 * self.config.min_confidence,
             bracketed=two_sided,
+        )
+        return True
+
+    def _signed_contrast(self) -> bool:
+        """Phase objects: focus where the low-pass contrast changes sign (step 8).
+
+        Active once two images' signatures are anti-correlated (opposite sides of
+        focus; never the case for fluorescent or absorbing specimens).  The per-block
+        line fitted through the closest such pair and every image between them gives
+        the zero crossing; an image near it then gives a Newton step with the fitted
+        slope.  The search images the estimate until one such step is below a quarter
+        of ``precision_um``.  Returns whether it queued an image or finished.
+        """
+        from autofocus.contrast import newton_step_um, signature_correlation, zero_crossing_um
+
+        obs = sorted((o for o in self._s.obs if o.signature is not None), key=lambda o: o.z_um)
+        thr = -self.config.anticorrelation
+        pairs = [
+            (q.z_um - p.z_um, p, q)
+            for i, p in enumerate(obs)
+            for q in obs[i + 1 :]
+            if q.z_um > p.z_um and signature_correlation(p.signature, q.signature) < thr
+        ]
+        if not pairs:
+            return False
+        _, p, q = min(pairs, key=lambda t: t[0])
+        span = [o for o in obs if p.z_um <= o.z_um <= q.z_um]
+        z_span = np.array([o.z_um for o in span])
+        try:
+            est, beta = zero_crossing_um(z_span, np.stack([o.signature for o in span]))
+        except ValueError:
+            return False
+        est = min(max(est, p.z_um), q.z_um)
+        near = min(span, key=lambda o: abs(o.z_um - est))
+        step = None
+        if p is not near is not q:  # an image inside the pair: refine from there
+            step = newton_step_um(near.signature, beta)
+            est = min(max(near.z_um + step, p.z_um), q.z_um)
+        lo, hi = self.config.z_limits_um
+        est = min(max(est, lo), hi)
+        done = step is not None and abs(step) <= 0.25 * self.precision_um
+        if not done and self._can_image() and self._new_z(est, np.array([])):
+            return True
+        reason = (
+            f"contrast inverts through focus (signatures at {p.z_um:.4g} and {q.z_um:.4g} "
+            "um anti-correlated: a transparent specimen); focus where it vanishes"
+        )
+        if not done:
+            reason += f"; last step not below {0.25 * self.precision_um:.3g} um"
+        self._finish(
+            "converged",
+            reason,
+            z=est,
+            estimate=est,
+            confidence=0.9 if done else 0.5 * self.config.min_confidence,
+            bracketed=True,
         )
         return True
 

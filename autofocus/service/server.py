@@ -38,13 +38,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from autofocus.contrast import contrast_signature
 from autofocus.errors import (
     AutofocusError,
     CalibrationError,
@@ -465,7 +466,9 @@ class FocusServer:
             z_um = req.z_um
 
             def finish_step(scores: list[FocusScore]) -> dict[str, Any]:
-                return self.sessions.finish_step(s, z_um, scores[0])
+                # the frame's low-pass contrast: the search's phase-object cue
+                score = replace(scores[0], contrast_signature=contrast_signature(arr))
+                return self.sessions.finish_step(s, z_um, score)
 
             def abort() -> None:
                 self.sessions.abort(s, "closed after an error")

@@ -334,12 +334,14 @@ def test_find_focus_on_simulator_real_scorer_both_sides() -> None:
         scope = CoreMicroscope(core, objective=obj)
         scorer = LocalScorer()
         cal = calibrate(scope, scorer, obj, range_um=10 * obj.dof_um, step_um=obj.dof_um / 2)
-        vm.set_specimen("tissue", seed=3)
-        for start in (-5 * obj.dof_um, 5 * obj.dof_um):
-            scope.set_z_um(start)
-            res = autofocus_on(scope, scorer, cal, SearchConfig())
-            assert res.status == "converged", res.reason
-            assert abs(scope.get_z_um() - vm.true_focus_um()) < obj.dof_um / 4
+        for specimen in ("tissue", "phase"):  # fluorescence; a brightfield phase object
+            vm.set_specimen(specimen, seed=3)
+            for start in (-5 * obj.dof_um, 5 * obj.dof_um):
+                scope.set_z_um(start)
+                res = autofocus_on(scope, scorer, cal, SearchConfig())
+                assert res.status == "converged", res.reason
+                assert abs(scope.get_z_um() - vm.true_focus_um()) < obj.dof_um / 4
+                assert ("contrast inverts" in res.reason) == (specimen == "phase")
     finally:
         unload(core)
 
@@ -585,3 +587,64 @@ def test_vanishing_zone_not_pinned_before_images_run_out_says_so(curve: BlurCurv
     assert res.status == "converged" and "not pinned" in res.reason
     assert res.confidence < cfg.min_confidence
     assert abs(res.z_um + 2.0) < w  # still inside the zone
+
+
+# ------------------------------------------------------------------ signed contrast
+def _phase_measure(z_true: float, w: float, *, inverts: bool, seed: int = 0):
+    """A transparent specimen: blur 6 px above the slide's, no texture within w of
+    focus, and a low-pass contrast signature that is odd in z - z_true (a phase object
+    in brightfield) or, with ``inverts=False``, even (what a fluorescent one shows)."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    pattern = rng.normal(size=(32, 32)).astype(np.float32)
+    pattern -= pattern.mean()
+
+    def measure(z: float):
+        dz = z - z_true
+        b = math.nan if abs(dz) < w else float(oracle_b(dz, K)) + 6.0 + rng.normal(0, 0.1)
+        amp = dz if inverts else abs(dz)
+        sig = 1e-3 * amp * pattern + rng.normal(0, 2e-3, (32, 32)).astype(np.float32)
+        return replace(make_score(b), contrast_signature=sig)
+
+    return measure
+
+
+@pytest.mark.parametrize(("z_true", "start"), [(0.0, -60.0), (4.0, 50.0), (-3.0, -1.0)])
+def test_phase_object_focus_from_its_contrast_inversion(
+    curve: BlurCurve, z_true: float, start: float
+) -> None:
+    """Once two images' contrasts are anti-correlated, the zero crossing of the fitted
+    contrast places focus, much closer than the textureless zone's edges can."""
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    probe = FocusSearch(0.0, curve, cfg)
+    w = probe.flank_um
+    res = find_focus(_phase_measure(z_true, w, inverts=True), start, curve, cfg)
+    assert res.status == "converged" and "contrast inverts" in res.reason, res.reason
+    assert abs(res.z_um - z_true) <= 0.25 * probe.precision_um
+    assert res.confidence >= cfg.min_confidence
+    off = cfg.model_copy(update={"signed_contrast": False})
+    plain = find_focus(_phase_measure(z_true, w, inverts=True), start, curve, off)
+    assert "contrast inverts" not in plain.reason
+
+
+def test_contrast_that_never_inverts_leaves_the_search_unchanged(curve: BlurCurve) -> None:
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    w = FocusSearch(0.0, curve, cfg).flank_um
+    on = find_focus(_phase_measure(2.0, w, inverts=False), -40.0, curve, cfg)
+    off_cfg = cfg.model_copy(update={"signed_contrast": False})
+    off = find_focus(_phase_measure(2.0, w, inverts=False), -40.0, curve, off_cfg)
+    assert "contrast inverts" not in on.reason
+    assert on.trace == off.trace and on.z_um == off.z_um
+
+
+def test_phase_estimate_not_refined_before_images_run_out_says_so(curve: BlurCurve) -> None:
+    """Images run out right after the first anti-correlated pair: the zero crossing is
+    reported, with confidence below min_confidence."""
+    cfg = SearchConfig(z_limits_um=(-500, 500), max_images=3, min_images=3)
+    w = FocusSearch(0.0, curve, cfg).flank_um
+    res = find_focus(_phase_measure(1.0, w, inverts=True), -10.0, curve, cfg)
+    assert res.images_used == 3
+    assert "contrast inverts" in res.reason and "last step not below" in res.reason
+    assert res.confidence < cfg.min_confidence
+    assert abs(res.z_um - 1.0) < w

@@ -59,5 +59,16 @@ def test_remote_session_on_the_virtual_microscope(start_server: Any, scorer: Loc
         assert abs(done.z_um - vm.true_focus_um()) < obj.dof_um / 4
         assert abs(done.images_used - local.images_used) <= 2
         assert limits[0] <= scope.get_z_um() <= limits[1]
+
+        # a brightfield phase object: the server attaches each frame's contrast
+        # signature, so the remote search sees the contrast inversion as well
+        vm.set_specimen("phase", seed=7)
+        scope.set_z_um(start)
+        with RemoteAutofocusSession(
+            ServiceClient(srv.endpoint, timeout_s=30), "20X", start, z_limits_um=limits
+        ) as sess:
+            phase = sess.run(acquire)
+        assert phase.status == "converged" and "contrast inverts" in phase.reason
+        assert abs(phase.z_um - vm.true_focus_um()) < obj.dof_um / 4
     finally:
         unload(core)
