@@ -53,7 +53,7 @@ def contrast_signature(frame: np.ndarray, blocks: int = SIGNATURE_BLOCKS) -> np.
     if ny < 4 or nx < 4:
         return None
     y0, x0 = (f.shape[0] - ny * side) // 2, (f.shape[1] - nx * side) // 2
-    crop = f[y0 : y0 + ny * side, x0 : x0 + nx * side].astype(np.float32)
+    crop = f[y0 : y0 + ny * side, x0 : x0 + nx * side]
     m = crop.reshape(ny, side, nx, side).mean(axis=(1, 3), dtype=np.float64)
     mean = float(m.mean())
     if not np.isfinite(mean) or mean <= 0 or not np.all(np.isfinite(m)):
