@@ -620,7 +620,7 @@ class FocusSearch:
         if not lo <= z <= hi:
             raise StageLimitError(f"observed z = {z:g} um lies outside the soft limits")
         b, roi = _parse_score(score, self.config.roi_min_texture)
-        sig = getattr(score, "contrast_signature", None)
+        sig = _signature(getattr(score, "contrast_signature", None))
         if self._s.pending and abs(self._s.pending[0] - z) <= 1e-6 * max(1.0, abs(z)):
             self._s.pending.pop(0)
         elif self._s.pending:
@@ -1085,7 +1085,13 @@ class FocusSearch:
         """
         from autofocus.contrast import newton_step_um, signature_correlation, zero_crossing_um
 
-        obs = sorted((o for o in self._s.obs if o.signature is not None), key=lambda o: o.z_um)
+        last = next((o.signature for o in reversed(self._s.obs) if o.signature is not None), None)
+        if last is None:
+            return False
+        obs = sorted(
+            (o for o in self._s.obs if o.signature is not None and o.signature.shape == last.shape),
+            key=lambda o: o.z_um,
+        )
         thr = -self.config.anticorrelation
         pairs = [
             (q.z_um - p.z_um, p, q)
@@ -1311,6 +1317,16 @@ def _with_z(res: FocusResult, z: float) -> FocusResult:
 # ----------------------------------------------------------------- helpers
 def _finite(value: Any, name: str) -> float:
     return finite_float(value, name)
+
+
+def _signature(sig: Any) -> np.ndarray | None:
+    """A usable contrast signature (2-D, finite, 16+ blocks) or None."""
+    if sig is None:
+        return None
+    a = np.asarray(sig)
+    if a.ndim != 2 or a.size < 16 or a.dtype.kind not in "if" or not np.all(np.isfinite(a)):
+        return None
+    return a.astype(np.float32, copy=False)
 
 
 def _parse_score(score: Any, min_texture: float) -> tuple[float, np.ndarray | None]:

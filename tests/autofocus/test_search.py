@@ -648,3 +648,23 @@ def test_phase_estimate_not_refined_before_images_run_out_says_so(curve: BlurCur
     assert "contrast inverts" in res.reason and "last step not below" in res.reason
     assert res.confidence < cfg.min_confidence
     assert abs(res.z_um - 1.0) < w
+
+
+def test_unusable_or_mismatched_signatures_are_ignored(curve: BlurCurve) -> None:
+    """Signatures of another shape (a changed ROI), NaN or 1-D ones never break a
+    search: only the usable ones of the latest image's shape are compared."""
+    from dataclasses import replace
+
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    w = FocusSearch(0.0, curve, cfg).flank_um
+    good = _phase_measure(1.0, w, inverts=True)
+    bad = iter([np.full((32, 32), np.nan), np.ones(5), np.ones((8, 8))])
+
+    def measure(z: float):
+        s = good(z)
+        b = next(bad, None)
+        return s if b is None else replace(s, contrast_signature=b)
+
+    res = find_focus(measure, -30.0, curve, cfg)
+    assert res.status == "converged"
+    assert abs(res.z_um - 1.0) < 0.25 * FocusSearch(0.0, curve, cfg).precision_um
