@@ -65,9 +65,10 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
 8. Signed contrast (``signed_contrast``): a phase object's low-pass contrast inverts
    through focus (:mod:`autofocus.contrast`).  Once two images' contrast signatures are
    anti-correlated (below ``-anticorrelation``; a fluorescent or absorbing specimen
-   never is), focus is where the per-block line fitted through that pair (and the
-   images between) crosses zero; the estimate is imaged and refined by Newton steps
-   until a step is below a quarter of ``precision_um``.  This takes precedence over
+   never is), each image's contrast projected on the pattern they share is a signed
+   amplitude ~ ``z - z*``; focus is interpolated where it changes sign (regula falsi)
+   and imaged, until an estimate lies within a quarter of ``precision_um`` of an
+   image.  This takes precedence over
    steps 2-7, which see only the (flat, texture-less) blur of such a specimen.
 9. The final position is the matched estimate ``z*`` (never just the best sample),
    clipped to the soft limits.  Empty fields (no texture) -> ``undetermined``, no move.
@@ -183,7 +184,7 @@ class SearchConfig(BaseModel):
     signed_contrast: bool = Field(
         default=True,
         description="images whose contrast inverts (a phase object in brightfield) "
-        "locate focus by the contrast's zero crossing (step 8)",
+        "locate focus where the contrast changes sign (step 8)",
     )
     anticorrelation: float = Field(
         default=0.3,
@@ -1077,13 +1078,13 @@ class FocusSearch:
         """Phase objects: focus where the low-pass contrast changes sign (step 8).
 
         Active once two images' signatures are anti-correlated (opposite sides of
-        focus; never the case for fluorescent or absorbing specimens).  The per-block
-        line fitted through the closest such pair and every image between them gives
-        the zero crossing; an image near it then gives a Newton step with the fitted
-        slope.  The search images the estimate until one such step is below a quarter
-        of ``precision_um``.  Returns whether it queued an image or finished.
+        focus; never the case for fluorescent or absorbing specimens).  Every image's
+        contrast is projected on the pattern they share (a signed amplitude ~ z - z*),
+        focus is interpolated between the closest neighbours of opposite sign, and the
+        estimate is imaged until the interpolation moves it by less than a quarter of
+        ``precision_um`` from an image.  Returns whether it queued an image or finished.
         """
-        from autofocus.contrast import newton_step_um, signature_correlation, zero_crossing_um
+        from autofocus.contrast import contrast_amplitudes, signature_correlation
 
         last = next((o.signature for o in reversed(self._s.obs) if o.signature is not None), None)
         if last is None:
@@ -1093,38 +1094,34 @@ class FocusSearch:
             key=lambda o: o.z_um,
         )
         thr = -self.config.anticorrelation
-        pairs = [
-            (q.z_um - p.z_um, p, q)
+        inverted = [
+            (p, q)
             for i, p in enumerate(obs)
             for q in obs[i + 1 :]
             if q.z_um > p.z_um and signature_correlation(p.signature, q.signature) < thr
         ]
-        if not pairs:
+        if not inverted:
             return False
-        _, p, q = min(pairs, key=lambda t: t[0])
-        span = [o for o in obs if p.z_um <= o.z_um <= q.z_um]
-        z_span = np.array([o.z_um for o in span])
-        try:
-            est, beta = zero_crossing_um(z_span, np.stack([o.signature for o in span]))
-        except ValueError:
+        z = np.array([o.z_um for o in obs])
+        c = contrast_amplitudes(np.stack([o.signature for o in obs]), z)
+        changes = [i for i in range(z.size - 1) if c[i] <= 0 < c[i + 1] and z[i + 1] > z[i]]
+        if not changes:
             return False
-        est = min(max(est, p.z_um), q.z_um)
-        near = min(span, key=lambda o: abs(o.z_um - est))
-        step = None
-        if p is not near is not q:  # an image inside the pair: refine from there
-            step = newton_step_um(near.signature, beta)
-            est = min(max(near.z_um + step, p.z_um), q.z_um)
+        i = min(changes, key=lambda k: z[k + 1] - z[k])
+        est = float(z[i] - c[i] * (z[i + 1] - z[i]) / (c[i + 1] - c[i]))
         lo, hi = self.config.z_limits_um
         est = min(max(est, lo), hi)
-        done = step is not None and abs(step) <= 0.25 * self.precision_um
-        if not done and self._can_image() and self._new_z(est, np.array([])):
+        tol = 0.25 * self.precision_um
+        done = min(est - z[i], z[i + 1] - est) <= tol
+        if not done and self._can_image() and self._new_z(est, z):
             return True
+        p, q = min(inverted, key=lambda pq: pq[1].z_um - pq[0].z_um)
         reason = (
             f"contrast inverts through focus (signatures at {p.z_um:.4g} and {q.z_um:.4g} "
-            "um anti-correlated: a transparent specimen); focus where it vanishes"
+            "um anti-correlated: a transparent specimen); focus where it changes sign"
         )
         if not done:
-            reason += f"; last step not below {0.25 * self.precision_um:.3g} um"
+            reason += f"; not pinned within {tol:.3g} um"
         self._finish(
             "converged",
             reason,

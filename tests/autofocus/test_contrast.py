@@ -1,16 +1,11 @@
-"""Signed contrast of phase objects: signatures, their correlation, the zero crossing."""
+"""Signed contrast of phase objects: signatures, their correlation, signed amplitudes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autofocus.contrast import (
-    contrast_signature,
-    newton_step_um,
-    signature_correlation,
-    zero_crossing_um,
-)
+from autofocus.contrast import contrast_amplitudes, contrast_signature, signature_correlation
 
 
 def test_signature_is_block_means_over_the_mean_and_gain_invariant() -> None:
@@ -45,26 +40,18 @@ def test_correlation_sign_shape_and_flat() -> None:
     assert np.isnan(signature_correlation(a, a[:4]))
 
 
-def test_zero_crossing_and_newton_step_of_linear_contrast() -> None:
-    """sig(z) = (z - z*) L: two images anywhere give z* exactly; one image and the
-    slope give the step to z*."""
+def test_amplitudes_are_signed_contrast_along_the_shared_pattern() -> None:
+    """sig(z) = (z - z*) L + noise: the amplitudes are proportional to z - z*, whatever
+    the pattern's sign, and grow with z; the faint images near focus keep their sign."""
     rng = np.random.default_rng(2)
-    slope = rng.normal(size=(16, 16))
+    pattern = rng.normal(size=(32, 32))
+    z = np.array([-40.0, -12.0, 3.5, 4.0, 30.0])
     z_true = 3.7
-
-    def sig(z: float) -> np.ndarray:
-        return (z - z_true) * slope
-
-    est, beta = zero_crossing_um(np.array([-20.0, 11.0]), np.stack([sig(-20.0), sig(11.0)]))
-    assert est == pytest.approx(z_true)
-    assert newton_step_um(sig(5.0), beta) == pytest.approx(z_true - 5.0)
-    # same-side images work too (in the linear regime)
-    est2, _ = zero_crossing_um(np.array([10.0, 30.0]), np.stack([sig(10.0), sig(30.0)]))
-    assert est2 == pytest.approx(z_true)
-    with pytest.raises(ValueError):
-        zero_crossing_um(np.array([1.0, 1.0]), np.stack([sig(1.0), sig(1.0)]))
-    with pytest.raises(ValueError):
-        zero_crossing_um(np.array([1.0, 2.0]), np.zeros((2, 4, 4)))
+    sigs = np.stack([(zi - z_true) * pattern + rng.normal(0, 0.5, (32, 32)) for zi in z])
+    c = contrast_amplitudes(sigs, z)
+    np.testing.assert_allclose(c / np.linalg.norm(pattern), z - z_true, atol=0.05)
+    np.testing.assert_allclose(contrast_amplitudes(-sigs, z), c)
+    assert np.all(contrast_amplitudes(np.zeros((3, 4, 4)), z[:3]) == 0)
 
 
 def _rendered(specimen: str, dz_um: float) -> np.ndarray:
@@ -78,12 +65,14 @@ def _rendered(specimen: str, dz_um: float) -> np.ndarray:
 
 @pytest.mark.parametrize("dz_um", [8.0, 30.0])
 def test_simulated_phase_object_inverts_and_fluorescence_does_not(dz_um: float) -> None:
-    """Brightfield phase object: the images at -dz and +dz are anti-correlated and their
-    zero crossing is focus; a fluorescent specimen's are positively correlated."""
+    """Brightfield phase object: the images at -dz and +dz are anti-correlated, with
+    amplitudes of opposite sign and equal size (focus half-way); a fluorescent
+    specimen's are positively correlated."""
     below, above = (contrast_signature(_rendered("phase", s * dz_um)) for s in (-1, 1))
     assert below is not None and above is not None
     assert signature_correlation(below, above) < -0.8
-    est, _ = zero_crossing_um(np.array([-dz_um, dz_um]), np.stack([below, above]))
-    assert abs(est) < 0.25 * 7.9  # DOF/4 of the 10X objective
+    c_lo, c_hi = contrast_amplitudes(np.stack([below, above]), np.array([-dz_um, dz_um]))
+    est = -dz_um - c_lo * 2 * dz_um / (c_hi - c_lo)  # interpolated sign change
+    assert c_lo < 0 < c_hi and abs(est) < 0.25 * 7.9  # DOF/4 of the 10X objective
     f_below, f_above = (contrast_signature(_rendered("tissue", s * dz_um)) for s in (-1, 1))
     assert signature_correlation(f_below, f_above) > 0.5

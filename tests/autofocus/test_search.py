@@ -614,8 +614,8 @@ def _phase_measure(z_true: float, w: float, *, inverts: bool, seed: int = 0):
 def test_phase_object_focus_from_its_contrast_inversion(
     curve: BlurCurve, z_true: float, start: float
 ) -> None:
-    """Once two images' contrasts are anti-correlated, the zero crossing of the fitted
-    contrast places focus, much closer than the textureless zone's edges can."""
+    """Once two images' contrasts are anti-correlated, where their signed contrast
+    changes sign places focus, much closer than the textureless zone's edges can."""
     cfg = SearchConfig(z_limits_um=(-500, 500))
     probe = FocusSearch(0.0, curve, cfg)
     w = probe.flank_um
@@ -639,13 +639,13 @@ def test_contrast_that_never_inverts_leaves_the_search_unchanged(curve: BlurCurv
 
 
 def test_phase_estimate_not_refined_before_images_run_out_says_so(curve: BlurCurve) -> None:
-    """Images run out right after the first anti-correlated pair: the zero crossing is
-    reported, with confidence below min_confidence."""
+    """Images run out right after the first anti-correlated pair: the interpolated
+    sign change is reported, with confidence below min_confidence."""
     cfg = SearchConfig(z_limits_um=(-500, 500), max_images=3, min_images=3)
     w = FocusSearch(0.0, curve, cfg).flank_um
     res = find_focus(_phase_measure(1.0, w, inverts=True), -10.0, curve, cfg)
     assert res.images_used == 3
-    assert "contrast inverts" in res.reason and "last step not below" in res.reason
+    assert "contrast inverts" in res.reason and "not pinned" in res.reason
     assert res.confidence < cfg.min_confidence
     assert abs(res.z_um - 1.0) < w
 
