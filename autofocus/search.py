@@ -187,11 +187,12 @@ class SearchConfig(BaseModel):
         "locate focus where the contrast changes sign (step 8)",
     )
     anticorrelation: float = Field(
-        default=0.3,
+        default=0.15,
         gt=0,
         lt=1,
         description="two images lie on opposite sides of focus when their contrast "
-        "signatures correlate below minus this",
+        "signatures correlate below minus this (and below -6 / sqrt(blocks), six noise "
+        "SDs: 0.19 for 32 x 32 blocks)",
     )
     near_start_pair: bool = Field(
         default=True,
@@ -1093,7 +1094,8 @@ class FocusSearch:
             (o for o in self._s.obs if o.signature is not None and o.signature.shape == last.shape),
             key=lambda o: o.z_um,
         )
-        thr = -self.config.anticorrelation
+        # significance floor: noise alone correlates with an SD of 1 / sqrt(blocks)
+        thr = -max(self.config.anticorrelation, 6.0 / math.sqrt(last.size))
         inverted = [
             (p, q)
             for i, p in enumerate(obs)

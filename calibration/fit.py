@@ -58,7 +58,8 @@ def fit_blur_curve(
 
     ``sigma_px`` (optional, per sample, > 0) weights the fit by ``1 / sigma``.
     With ``residual_correction`` the curve also carries the fit residuals smoothed by a
-    3-point running median then a 3-point mean (see :mod:`autofocus.curve`); R^2 and the
+    3-point running median then a 3-point mean, and made even in ``dz`` about the fitted
+    centre where both sides were sampled (see :mod:`autofocus.curve`); R^2 and the
     residuals reported are those of the Moffat alone, ``residual_sd_px`` is the scatter
     left after the correction (the noise the search should expect).
     Raises :class:`~autofocus.errors.InvalidInputError` for malformed input and
@@ -144,7 +145,7 @@ def fit_blur_curve(
     correction: dict[str, object] = {}
     noise_rms = rms
     if residual_correction and x.size >= 7 and np.all(np.diff(x) > 0):
-        smooth_r = _smooth_residuals(resid)
+        smooth_r = _even_part(x - centre, _smooth_residuals(resid))
         correction = {
             "correction_dz_um": tuple(float(v) for v in x - centre),
             "correction_px": tuple(float(v) for v in smooth_r),
@@ -171,6 +172,22 @@ def fit_blur_curve(
         residual_rms_px=rms,
         residuals_px=tuple(float(v) for v in resid[inv]),
     )
+
+
+def _even_part(dz: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``(r(dz) + r(-dz)) / 2`` where the stack reached both sides, else ``r``.
+
+    Blur is even in defocus, so the odd part of the residuals is noise (or the grid
+    sitting off-centre): kept, it tilts the curve, and the search's symmetric flank pair
+    then settles a fixed fraction of a micrometre to one side (+0.13 um on 10x).
+    """
+    reach = min(-float(dz[0]), float(dz[-1]))
+    if reach <= 0:
+        return r
+    out = r.copy()
+    both = np.abs(dz) <= reach
+    out[both] = 0.5 * (r[both] + np.interp(-dz[both], dz, r))
+    return out
 
 
 def _smooth_residuals(r: np.ndarray) -> np.ndarray:

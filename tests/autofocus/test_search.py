@@ -668,3 +668,21 @@ def test_unusable_or_mismatched_signatures_are_ignored(curve: BlurCurve) -> None
     res = find_focus(measure, -30.0, curve, cfg)
     assert res.status == "converged"
     assert abs(res.z_um - 1.0) < 0.25 * FocusSearch(0.0, curve, cfg).precision_um
+
+
+def test_noise_only_signatures_never_read_as_an_inversion(curve: BlurCurve) -> None:
+    """Few blocks of pure noise correlate strongly by chance; the significance floor
+    (-6 / sqrt(blocks)) keeps such pairs from being taken for opposite sides of focus."""
+    from dataclasses import replace
+
+    cfg = SearchConfig(z_limits_um=(-500, 500))
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+
+        def measure(z: float, rng=rng):
+            b = float(oracle_b(z - 2.0, K)) + rng.normal(0, 0.1)
+            return replace(make_score(b), contrast_signature=rng.normal(size=(4, 6)))
+
+        res = find_focus(measure, -40.0, curve, cfg)
+        assert "contrast inverts" not in res.reason
+        assert abs(res.z_um - 2.0) < 0.5

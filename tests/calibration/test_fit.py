@@ -104,3 +104,17 @@ def test_abs_dz_inverts_the_symmetrised_curve() -> None:
         assert curve.abs_dz_um(curve(dz)) == pytest.approx(dz, abs=0.05)
     assert curve.abs_dz_um(1e6) == pytest.approx(50.0)
     assert np.isnan(curve.abs_dz_um(float("nan")))
+
+
+def test_residual_correction_is_even_about_focus() -> None:
+    """Blur is even in defocus: the noise's odd part (and a grid sitting off-centre) must
+    not tilt the calibrated curve, or the symmetric flank pair settles to one side."""
+    dz = np.arange(-57.0, 63.0, 2.5) + 1.3  # grid off-centre
+    rng = np.random.default_rng(4)
+    b = np.minimum(np.sqrt(3.0**2 + (0.97 * (dz - 1.0)) ** 2), 45.0) + rng.normal(0, 0.5, dz.size)
+    curve = fit_blur_curve(dz, b).curve
+    lo, hi = curve.dz_range_um
+    d = np.linspace(0.5, min(-lo, hi) - 0.5, 200)
+    asym = np.abs(curve(d) - curve(-d))
+    assert asym.max() < 0.2  # px, against noise of 0.5 px per sample
+    assert abs(curve.abs_dz_um(float(curve(12.0))) - 12.0) < 0.3
