@@ -126,13 +126,6 @@ def _spectral_branch(size: int, bins: int) -> nn.Sequential:
     )
 
 
-def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    h = model.trunk(x)
-    if model.spectrum is None:
-        return h
-    return torch.cat([h, model.spectrum(x)], dim=1)
-
-
 def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
     """Linear - ReLU - Linear on the trunk's pooled features."""
     return nn.Sequential(
@@ -140,7 +133,35 @@ def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
     )
 
 
-class DefocusClassifier(nn.Module):
+class _PatchNet(nn.Module):
+    """Trunk (+ optional spectrum branch) -> head; the two models differ in size only."""
+
+    def __init__(
+        self,
+        patch: int,
+        n_outputs: int,
+        widths: tuple[int, ...],
+        hidden: int,
+        depths: tuple[int, ...] | None,
+        spectral_bins: int,
+    ) -> None:
+        super().__init__()
+        self.widths = tuple(widths)
+        self.spectral_bins = int(spectral_bins)
+        self.trunk = _Trunk(self.widths, depths)
+        self.depths = self.trunk.depths
+        self.spectrum = _spectral_branch(patch, spectral_bins) if spectral_bins else None
+        n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
+        self.head = _head(n_features, hidden, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(x)
+        if self.spectrum is not None:
+            h = torch.cat([h, self.spectrum(x)], dim=1)
+        return self.head(h)
+
+
+class DefocusClassifier(_PatchNet):
     """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
 
     def __init__(
@@ -150,20 +171,10 @@ class DefocusClassifier(nn.Module):
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
     ) -> None:
-        super().__init__()
-        self.widths = tuple(widths)
-        self.spectral_bins = int(spectral_bins)
-        self.trunk = _Trunk(self.widths, depths)
-        self.depths = self.trunk.depths
-        self.spectrum = _spectral_branch(CLASSIFIER_PATCH, spectral_bins) if spectral_bins else None
-        n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
-        self.head = _head(n_features, hidden, N_LEVELS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(_features(self, x))
+        super().__init__(CLASSIFIER_PATCH, N_LEVELS, widths, hidden, depths, spectral_bins)
 
 
-class ZernikeRegressor(nn.Module):
+class ZernikeRegressor(_PatchNet):
     """128x128 normalised patch -> (4 pupil coefficients in px, texture logit)."""
 
     def __init__(
@@ -173,17 +184,8 @@ class ZernikeRegressor(nn.Module):
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
     ) -> None:
-        super().__init__()
-        self.widths = tuple(widths)
-        self.spectral_bins = int(spectral_bins)
-        self.trunk = _Trunk(self.widths, depths)
-        self.depths = self.trunk.depths
-        self.spectrum = _spectral_branch(REGRESSOR_PATCH, spectral_bins) if spectral_bins else None
-        n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
-        self.head = _head(n_features, hidden, len(REGRESSOR_OUTPUTS) + 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(_features(self, x))
+        n_out = len(REGRESSOR_OUTPUTS) + 1
+        super().__init__(REGRESSOR_PATCH, n_out, widths, hidden, depths, spectral_bins)
 
 
 class YangNet(nn.Module):

@@ -68,8 +68,8 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    never is), each image's contrast projected on the pattern they share is a signed
    amplitude ~ ``z - z*``; focus is interpolated where it changes sign (regula falsi)
    and imaged, until an estimate lies within a quarter of ``precision_um`` of an
-   image.  This takes precedence over
-   steps 2-7, which see only the (flat, texture-less) blur of such a specimen.
+   image.  This takes precedence over steps 2-7, which see only the (flat,
+   texture-less) blur of such a specimen.
 9. The final position is the matched estimate ``z*`` (never just the best sample),
    clipped to the soft limits.  Empty fields (no texture) -> ``undetermined``, no move.
 """
@@ -1063,17 +1063,22 @@ class FocusSearch:
             f"contrast vanishes near focus ({len(gone)} undetermined images next to "
             "sharp ones: a transparent specimen); focus at the centre of that zone"
         )
-        if not pinned:
-            reason += f"; its edges not pinned within {2 * self.precision_um:.3g} um"
-        self._finish(
-            "converged",
-            reason,
-            z=est,
-            estimate=est,
-            confidence=0.5 if pinned else 0.5 * self.config.min_confidence,
-            bracketed=two_sided,
-        )
+        unpinned = f"its edges not pinned within {2 * self.precision_um:.3g} um"
+        self._finish_transparent(reason, est, 0.5, None if pinned else unpinned, two_sided)
         return True
+
+    def _finish_transparent(
+        self, reason: str, est: float, confidence: float, unpinned: str | None, bracketed: bool
+    ) -> None:
+        """Converged on a transparent specimen (steps 7, 8); ``unpinned`` says why the
+        estimate could not be pinned before images ran out (confidence then below
+        ``min_confidence``)."""
+        if unpinned is not None:
+            reason += "; " + unpinned
+            confidence = 0.5 * self.config.min_confidence
+        self._finish(
+            "converged", reason, z=est, estimate=est, confidence=confidence, bracketed=bracketed
+        )
 
     def _signed_contrast(self) -> bool:
         """Phase objects: focus where the low-pass contrast changes sign (step 8).
@@ -1122,15 +1127,8 @@ class FocusSearch:
             f"contrast inverts through focus (signatures at {p.z_um:.4g} and {q.z_um:.4g} "
             "um anti-correlated: a transparent specimen); focus where it changes sign"
         )
-        if not done:
-            reason += f"; not pinned within {tol:.3g} um"
-        self._finish(
-            "converged",
-            reason,
-            z=est,
-            estimate=est,
-            confidence=0.9 if done else 0.5 * self.config.min_confidence,
-            bracketed=True,
+        self._finish_transparent(
+            reason, est, 0.9, None if done else f"not pinned within {tol:.3g} um", True
         )
         return True
 
