@@ -184,6 +184,10 @@ def train(
     spectral_bins: Annotated[
         int | None, typer.Option(min=0, help="radial log-spectrum rings beside the trunk [0]")
     ] = None,
+    specimens: Annotated[
+        str | None,
+        typer.Option(help="comma-separated training specimen types [the six named ones]"),
+    ] = None,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -205,6 +209,11 @@ def train(
         "hidden": hidden,
         "depths": depth_list,
         "spectral_bins": spectral_bins,
+        "specimens": (
+            tuple(sp.strip() for sp in specimens.split(",") if sp.strip())
+            if specimens is not None
+            else None
+        ),
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

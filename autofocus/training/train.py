@@ -63,6 +63,9 @@ class Recipe:
     """3x3 convolutions per block (the first strided, the rest stride 1); None: one each."""
     spectral_bins: int = 0
     """Rings of the radial log spectrum fed beside the trunk (0: none; see models)."""
+    specimens: tuple[str, ...] | None = None
+    """Specimen types rendered for training; None: ``TRAIN_SPECIMENS``.  The held-out
+    evaluation set is always ``TRAIN_SPECIMENS + HELD_OUT_SPECIMENS``."""
 
 
 def _augment(x: np.ndarray, aberr: np.ndarray | None, rng: np.random.Generator):
@@ -222,7 +225,12 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     kind = recipe.model
     patch = CLASSIFIER_PATCH if kind == "classifier" else REGRESSOR_PATCH
     # fields tile exactly into patches: 3x3 of 84 px, 2x2 of 128 px
-    cfg = DomainConfig(defocus=kind, field_px=3 * patch if kind == "classifier" else 2 * patch)
+    train_specimens = _check_specimens(recipe.specimens)
+    cfg = DomainConfig(
+        defocus=kind,
+        field_px=3 * patch if kind == "classifier" else 2 * patch,
+        specimens=train_specimens,
+    )
     per_field = n_patches_per_field(cfg, patch)
     min_fields = math.ceil(recipe.batch_size / per_field)
     if recipe.n_fields < min_fields:
@@ -327,7 +335,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         "data": {
             "generator": "autofocus.training.data.render_field_sample",
             "domain": {k: v for k, v in asdict(cfg).items()},
-            "train_specimens": list(TRAIN_SPECIMENS),
+            "train_specimens": list(train_specimens),
             "held_out_specimens": list(HELD_OUT_SPECIMENS),
             "train_seed": recipe.seed,
             "eval_seed": EVAL_SEED_OFFSET + recipe.seed,
@@ -338,6 +346,27 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     }
     atomic_write_text(out_dir / f"{kind}.json", json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _check_specimens(names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The training specimen list: known names, no held-out or empty type, no repeats."""
+    from simulators.specimens import SPECIMEN_NAMES
+
+    if names is None:
+        return TRAIN_SPECIMENS
+    names = tuple(names)
+    bad = [n for n in names if n not in SPECIMEN_NAMES or n == "empty"]
+    if not names or bad:
+        raise InvalidInputError(
+            f"specimens must be names from {', '.join(n for n in SPECIMEN_NAMES if n != 'empty')}"
+            f"; got {list(names)}"
+        )
+    held = sorted(set(names) & set(HELD_OUT_SPECIMENS))
+    if held:
+        raise InvalidInputError(f"{held} are held out for evaluation and cannot be trained on")
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"specimens repeated: {list(names)}")
+    return names
 
 
 def default_command(argv: list[str] | None = None) -> str:

@@ -25,6 +25,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         hidden=12,
         depths=(1, 2),
         spectral_bins=6,
+        specimens=("procedural", "tissue"),
     )
     card = train(recipe, tmp_path, command="autofocus train classifier (test)")
     assert card["architecture"] == {
@@ -36,6 +37,18 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
     }
     on_disk = json.loads((tmp_path / "classifier.json").read_text())
     assert on_disk["training"]["recipe"]["widths"] == [8, 16, 24]
+    assert on_disk["data"]["train_specimens"] == ["procedural", "tissue"]
+    assert on_disk["data"]["domain"]["specimens"] == ["procedural", "tissue"]
+    # the held-out set keeps its named types whatever the training mix
+    assert set(card["evaluation"]["held_out_patches"]["per_specimen_within_one"]) <= {
+        "nuclei",
+        "actin",
+        "beads",
+        "tissue",
+        "calibration_slide",
+        "phase",
+        "microtubules",
+    }
     assert on_disk["sha256"] == card["sha256"]
     model, loaded = load_model("classifier", tmp_path)
     assert model.widths == (8, 16, 24)
@@ -57,6 +70,11 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"widths": (8, 16), "depths": (1, 2)},
         {"spectral_bins": 1},
         {"spectral_bins": 43},  # more rings than an 84 px patch has
+        {"specimens": ()},
+        {"specimens": ("microtubules",)},  # held out: never trained on
+        {"specimens": ("empty",)},
+        {"specimens": ("tissue", "nope")},
+        {"specimens": ("tissue", "tissue")},
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
