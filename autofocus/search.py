@@ -25,7 +25,11 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    dip above twice the noise threshold).
 3. Not bracketed: golden-ratio expansion downhill, ``z_new = z_end + phi (z_end -
    z_next)`` (``phi = 1.618``, at least ``h``), or - with ``model_jump`` - to just past
-   the estimate matched on the unbracketed samples; clipped to the soft limits.  At a
+   the estimate matched on the unbracketed samples; the step is at most
+   ``expand_reach`` (1.5) times the calibrated |dz| of the end sample's b, plus ``h``
+   (b grows with |dz|, so the end sample bounds how far focus can be; a match pulled by
+   saturated far samples once jumped into a featureless region); clipped to the soft
+   limits.  At a
    limit the matched estimate between the last sample and the limit is imaged once;
    then the search fails ("minimum beyond the soft limit").
 4. Bracketed: least-squares match (:func:`match_curve`) of the samples against
@@ -171,6 +175,12 @@ class SearchConfig(BaseModel):
     )
     model_jump: bool = Field(
         default=True, description="expand towards the curve-matched estimate, not blindly"
+    )
+    expand_reach: float = Field(
+        default=1.5,
+        ge=1,
+        description="an expansion step goes at most this multiple of the calibrated |dz| "
+        "of the downhill end sample's b, plus h (step 3)",
     )
     confirm_disputed: bool = Field(
         default=True,
@@ -808,6 +818,13 @@ class FocusSearch:
             if (est - z[end]) * direction > 0:
                 z_new = est + direction * self.half_width_um / 2
                 self._s.last_estimate_um = est
+        # the end sample's own blur bounds how far focus can be: a match pulled by
+        # blurry, saturated samples (or a blind golden step) must not overshoot into
+        # a featureless region far beyond it
+        reach = self.curve.abs_dz_um(float(b[end]))
+        if math.isfinite(reach):
+            bound = z[end] + direction * (self.config.expand_reach * reach + self.half_width_um)
+            z_new = min(z_new, bound) if direction > 0 else max(z_new, bound)
         z_new = min(max(z_new, lo), hi)
         limit = lo if direction < 0 else hi
         at_limit = math.isfinite(limit) and abs(z[end] - limit) <= 1e-9 * max(1.0, abs(limit))

@@ -686,3 +686,38 @@ def test_noise_only_signatures_never_read_as_an_inversion(curve: BlurCurve) -> N
         res = find_focus(measure, -40.0, curve, cfg)
         assert "contrast inverts" not in res.reason
         assert abs(res.z_um - 2.0) < 0.5
+
+
+def _saturating_sparse(z: float) -> float:
+    """Sparse beads: b saturates far from focus (slowly rising plateau, pulls the match
+    outwards) and the field is empty beyond 110 um (the beads blurred into the
+    background)."""
+    if abs(z) > 110.0:
+        return math.nan
+    b = float(oracle_b(z, K))
+    return min(b, 0.8 * float(oracle_b(45.0, K))) + 0.05 * b
+
+
+@pytest.mark.parametrize("start", [-75.0, -60.0, 60.0, 75.0])
+def test_expansion_never_overshoots_what_the_end_sample_allows(
+    curve: BlurCurve, start: float
+) -> None:
+    """The end sample's b bounds how far focus can be (expand_reach x its calibrated
+    |dz|, plus h): the jump stays inside the textured zone and the search converges."""
+    requested: list[float] = []
+
+    def measure(z: float) -> float:
+        requested.append(z)
+        return _saturating_sparse(z)
+
+    res = find_focus(measure, start, curve, SearchConfig(z_limits_um=(-500, 500)))
+    assert res.status == "converged"
+    assert abs(res.z_um) < 0.5
+    assert all(abs(z) <= 110.0 for z in requested)
+
+
+def test_unbounded_expansion_jumps_into_the_empty_zone(curve: BlurCurve) -> None:
+    """Control for the test above: without the bound the matched jump overshoots."""
+    cfg = SearchConfig(z_limits_um=(-500, 500), expand_reach=1e6, on_failure="keep_last")
+    res = find_focus(_saturating_sparse, -75.0, curve, cfg)
+    assert res.status == "failed"
