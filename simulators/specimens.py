@@ -761,6 +761,27 @@ def _take(objs: _Objects, prefix: str) -> _Objects:
     return {k[n:]: v for k, v in objs.items() if k.startswith(prefix)}
 
 
+def _scattered_ellipses(
+    rng: np.random.Generator,
+    tx_um: float,
+    ty_um: float,
+    d_um: np.ndarray,
+    aspect: np.ndarray,
+    amp_range: tuple[float, float],
+) -> _Objects:
+    """Ellipses of diameter ``d_um`` and ``aspect`` placed uniformly in a tile, random
+    orientation, amplitude uniform in ``amp_range`` (draws: x, y, angle, amplitude)."""
+    n = d_um.size
+    return {
+        "cx": tx_um + rng.uniform(0, TILE_UM, n),
+        "cy": ty_um + rng.uniform(0, TILE_UM, n),
+        "a": d_um / 2 * np.sqrt(aspect),
+        "b": d_um / 2 / np.sqrt(aspect),
+        "th": rng.uniform(0, np.pi, n),
+        "amp": rng.uniform(*amp_range, n),
+    }
+
+
 def _splat_fibres_and_fills(cv: _Canvas, objs: _Objects, fill_power: float) -> None:
     """Segments under ``s_`` keys, then ellipse fills under ``e_`` keys (``amp (1 -
     rho^2)^fill_power``): the filament specimens' objects."""
@@ -1013,14 +1034,7 @@ class TissueSpecimen(TiledSpecimen):
         n = self._n(rng, 110.0)
         d = rng.uniform(5.0, 10.0, n)
         aspect = rng.uniform(1.0, 1.8, n)
-        nuc = {
-            "cx": tx_um + rng.uniform(0, TILE_UM, n),
-            "cy": ty_um + rng.uniform(0, TILE_UM, n),
-            "a": d / 2 * np.sqrt(aspect),
-            "b": d / 2 / np.sqrt(aspect),
-            "th": rng.uniform(0, np.pi, n),
-            "amp": rng.uniform(0.5, 0.9, n),
-        }
+        nuc = _scattered_ellipses(rng, tx_um, ty_um, d, aspect, (0.5, 0.9))
         m = self._n(rng, 8.0)
         length = rng.uniform(30.0, 75.0, m)
         n_steps = int(np.ceil(length.max() / self.STEP_UM)) if m else 1
@@ -1207,14 +1221,7 @@ class ProceduralSpecimen(TiledSpecimen):
         n = self._n(rng, q["blobs"])
         d = np.exp(rng.uniform(np.log(q["blob_um"][0]), np.log(q["blob_um"][1]) + 1e-9, n))
         aspect = rng.uniform(1.0, 3.0, n)
-        blobs = {
-            "cx": tx_um + rng.uniform(0, TILE_UM, n),
-            "cy": ty_um + rng.uniform(0, TILE_UM, n),
-            "a": d / 2 * np.sqrt(aspect),
-            "b": d / 2 / np.sqrt(aspect),
-            "th": rng.uniform(0, np.pi, n),
-            "amp": rng.uniform(0.2, 1.0, n),
-        }
+        blobs = _scattered_ellipses(rng, tx_um, ty_um, d, aspect, (0.2, 1.0))
         # points
         k = self._n(rng, q["points"])
         pts = {
