@@ -29,9 +29,8 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    ``expand_reach`` (1.5) times the calibrated |dz| of the end sample's b, plus ``h``
    (b grows with |dz|, so the end sample bounds how far focus can be; a match pulled by
    saturated far samples once jumped into a featureless region); clipped to the soft
-   limits.  At a
-   limit the matched estimate between the last sample and the limit is imaged once;
-   then the search fails ("minimum beyond the soft limit").
+   limits.  At a limit the matched estimate between the last sample and the limit is
+   imaged once; then the search fails ("minimum beyond the soft limit").
 4. Bracketed: least-squares match (:func:`match_curve`) of the samples against
    ``g B(z - z*) + c`` over ``z*`` (a dense grid over the sampled span, then a bounded
    scalar refinement), with the gain ``g`` and offset ``c`` solved in closed form for

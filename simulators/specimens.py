@@ -1175,7 +1175,10 @@ class ProceduralSpecimen(TiledSpecimen):
         on = r.random(3) < 0.7
         if not on.any():
             on[int(r.integers(0, 3))] = True
-        lu = lambda lo, hi: float(np.exp(r.uniform(np.log(lo), np.log(hi))))  # noqa: E731
+
+        def lu(lo: float, hi: float) -> float:  # log-uniform
+            return float(np.exp(r.uniform(np.log(lo), np.log(hi))))
+
         self._p = {
             "fibres": lu(10.0, 600.0) if on[0] else 0.0,
             "wiggle": lu(0.01, 0.4),
@@ -1219,7 +1222,7 @@ class ProceduralSpecimen(TiledSpecimen):
         seg = _polylines(x, y, valid, rng.uniform(*q["width"], m), rng.uniform(0.3, 1.0, m), lod)
         # blobs
         n = self._n(rng, q["blobs"])
-        d = np.exp(rng.uniform(np.log(q["blob_um"][0]), np.log(q["blob_um"][1]) + 1e-9, n))
+        d = np.exp(rng.uniform(np.log(q["blob_um"][0]), np.log(q["blob_um"][1]), n))
         aspect = rng.uniform(1.0, 3.0, n)
         blobs = _scattered_ellipses(rng, tx_um, ty_um, d, aspect, (0.2, 1.0))
         # points

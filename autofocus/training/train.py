@@ -355,15 +355,14 @@ def _check_specimens(names: tuple[str, ...] | None) -> tuple[str, ...]:
     if names is None:
         return TRAIN_SPECIMENS
     names = tuple(names)
-    bad = [n for n in names if n not in SPECIMEN_NAMES or n == "empty"]
-    if not names or bad:
-        raise InvalidInputError(
-            f"specimens must be names from {', '.join(n for n in SPECIMEN_NAMES if n != 'empty')}"
-            f"; got {list(names)}"
-        )
     held = sorted(set(names) & set(HELD_OUT_SPECIMENS))
     if held:
         raise InvalidInputError(f"{held} are held out for evaluation and cannot be trained on")
+    allowed = [n for n in SPECIMEN_NAMES if n != "empty" and n not in HELD_OUT_SPECIMENS]
+    if not names or any(n not in allowed for n in names):
+        raise InvalidInputError(
+            f"specimens must be names from {', '.join(allowed)}; got {list(names)}"
+        )
     if len(set(names)) != len(names):
         raise InvalidInputError(f"specimens repeated: {list(names)}")
     return names
