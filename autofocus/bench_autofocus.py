@@ -18,6 +18,16 @@ Methods (all given the same frames):
 * ``zstack``: :func:`autofocus.baselines.zstack_focus` over ``+/- max_offset_dof`` DOF
   in steps of 1 DOF with a Gaussian peak fit.
 
+Fields with no structure: a trial whose noise-free field never varies by more than
+``STRUCTURE_SNR_MIN`` (0.1) of one pixel's shot noise, at any of dz = 0, +/-1, +/-3 DOF
+(``structure_snr``: max over those dz of ``SD(lambda) / sqrt(mean(lambda))``, lambda the
+expected electrons per pixel), cannot be focused by any method: e.g. a phase field at 40X
+that holds no cell.  Such trials are run like the others but left out of every figure
+below; the summary counts them (``n_empty``) and, per method, the fraction of them in
+which the stage was left where it started (``empty_kept_start``: the right answer,
+"undetermined, no move").  ``success_all`` is the success rate over all trials, empty
+ones counted as failures.  Replay trials always count as structured.
+
 Per method: images used, mean and p95 |error| (um and DOF), success rate
 (|error| < DOF/4), capture range (largest start offset, in DOF, up to which every
 1-DOF bin of |offset| succeeds in >= 90 % of trials), and compute time per autofocus
@@ -58,6 +68,8 @@ __all__ = ["BenchSettings", "run_autofocus_benchmark"]
 logger = logging.getLogger(__name__)
 
 SUCCESS_DOF = 0.25
+STRUCTURE_SNR_MIN = 0.1
+STRUCTURE_DZ_DOF = (0.0, -1.0, 1.0, -3.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class _Trial:
     z_true: float
     z_start: float
     limits: tuple[float, float]
+    structure_snr: float = math.inf
     scores: dict[float, tuple[Any, float]] = field(default_factory=dict)
     metrics: dict[float, tuple[float, float]] = field(default_factory=dict)
 
@@ -145,6 +158,7 @@ def _run_methods(
         r = find_focus(measure, trial.z_start, calibration, cfg)
         return {
             "error_um": r.z_um - trial.z_true,
+            "moved_um": r.z_um - trial.z_start,
             "images": r.images_used,
             "compute_s": r.compute_s + spent[0],
             "status": r.status,
@@ -162,6 +176,7 @@ def _run_methods(
         r = fn(measure, trial.z_start, z_limits_um=trial.limits, **kw)
         return {
             "error_um": r.z_um - trial.z_true,
+            "moved_um": r.z_um - trial.z_start,
             "images": r.images_used,
             "compute_s": r.compute_s + spent[0],
         }
@@ -187,7 +202,19 @@ def _summary(rows: list[dict[str, Any]], dof_of: dict[str, float]) -> dict[str, 
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
     out = {}
-    for m, rs in by_method.items():
+    for m, rs_all in by_method.items():
+        rs = [r for r in rs_all if r.get("has_structure", True)]
+        empty = [r for r in rs_all if not r.get("has_structure", True)]
+        ok_all = [abs(r["error_um"]) / dof_of[r["objective"]] < SUCCESS_DOF for r in rs_all]
+        kept = [abs(r.get("moved_um", math.nan)) < 1e-6 for r in empty]
+        extra = {
+            "n_empty": len(empty),
+            "empty_kept_start": float(np.mean(kept)) if kept else math.nan,
+            "success_all": float(np.mean(ok_all)) if ok_all else math.nan,
+        }
+        if not rs:
+            out[m] = {"n": 0, **extra}
+            continue
         err = np.array([abs(r["error_um"]) for r in rs])
         dofs = np.array([dof_of[r["objective"]] for r in rs])
         err_dof = err / dofs
@@ -209,8 +236,26 @@ def _summary(rows: list[dict[str, Any]], dof_of: dict[str, float]) -> dict[str, 
             "success": float(ok.mean()),
             "capture_range_dof": cap,
             "compute_ms": float(np.mean([r["compute_s"] for r in rs]) * 1e3),
+            **extra,
         }
     return out
+
+
+def structure_snr(
+    specimen: Any, obj: Objective, x_um: float, y_um: float, size: int, camera: Any
+) -> float:
+    """Max over ``STRUCTURE_DZ_DOF`` of the noise-free field's SD in units of one
+    pixel's shot noise (``SD(lambda) / sqrt(mean(lambda))``); 0 for a blank field."""
+    from simulators.render import render_field
+
+    best = 0.0
+    for d in STRUCTURE_DZ_DOF:
+        sig = render_field(specimen, obj, d * obj.dof_um, x_um, y_um, (size, size))
+        lam = camera.mean_electrons(sig)
+        mean = float(lam.mean())
+        if mean > 0:
+            best = max(best, float(lam.std()) / math.sqrt(mean))
+    return best
 
 
 def _sim_trial(
@@ -236,7 +281,8 @@ def _sim_trial(
         r = np.random.default_rng([*key, round(z * 1e4) & 0xFFFFFFFF])
         return cam.expose(sig, r)
 
-    return _Trial(frame, z_true, z_start, (-1000.0, 1000.0)), u * s.max_offset_dof
+    snr = structure_snr(spec, obj, x, y, s.size, cam)
+    return _Trial(frame, z_true, z_start, (-1000.0, 1000.0), snr), u * s.max_offset_dof
 
 
 _WORKER: dict[str, Any] = {}
@@ -261,10 +307,15 @@ def _sim_job(
     trial, off = _sim_trial(obj, sp, s, spec_idx, t)
     sc = scorer if scorer is not None else _WORKER["scorer"]
     res = _run_methods(trial, sc, obj, cal, get_metric(s.metric), s.max_offset_dof, s.budgets)
-    return [
-        {"objective": obj.name, "specimen": sp, "trial": t, "offset_dof": off, "method": m, **r}
-        for m, r in res.items()
-    ]
+    info = {
+        "objective": obj.name,
+        "specimen": sp,
+        "trial": t,
+        "offset_dof": off,
+        "structure_snr": trial.structure_snr,
+        "has_structure": trial.structure_snr >= STRUCTURE_SNR_MIN,
+    }
+    return [{**info, "method": m, **r} for m, r in res.items()]
 
 
 def _replay_trials(stack: Any, s: BenchSettings) -> list[tuple[_Trial, float]]:
@@ -403,6 +454,7 @@ def run_autofocus_benchmark(
     for o, summ in per_objective.items():
         md.append(f"### {o} (DOF {dof_of[o]:.2f} um)\n")
         md.append(markdown_table(cols, _table_rows(summ)))
+        md.append(_empty_note(summ))
     from autofocus.io import atomic_write_text
 
     atomic_write_text(out / "autofocus.md", "\n".join(md))
@@ -410,21 +462,33 @@ def run_autofocus_benchmark(
     return payload
 
 
+_TABLE_KEYS = (
+    "images_mean",
+    "mean_err_um",
+    "p95_err_um",
+    "mean_err_dof",
+    "p95_err_dof",
+    "success",
+    "capture_range_dof",
+    "compute_ms",
+)
+
+
 def _table_rows(summ: dict[str, dict[str, float]]) -> list[list[Any]]:
-    return [
-        [
-            m,
-            v["images_mean"],
-            v["mean_err_um"],
-            v["p95_err_um"],
-            v["mean_err_dof"],
-            v["p95_err_dof"],
-            v["success"],
-            v["capture_range_dof"],
-            v["compute_ms"],
-        ]
-        for m, v in summ.items()
-    ]
+    return [[m, *(v.get(k, math.nan) for k in _TABLE_KEYS)] for m, v in summ.items()]
+
+
+def _empty_note(summ: dict[str, dict[str, float]]) -> str:
+    """One line on the trials left out for having no structure (empty if none)."""
+    s = summ.get("search")
+    if not s or not s["n_empty"]:
+        return ""
+    return (
+        f"{s['n_empty']} trial(s) had no structure (noise-free SD < {STRUCTURE_SNR_MIN} x "
+        f"shot noise at every z) and are left out above; search left the stage at its start "
+        f"in {s['empty_kept_start']:.0%} of them. Success over all {s['n'] + s['n_empty']} "
+        f"trials, empty ones as failures: {s['success_all']:.1%}.\n"
+    )
 
 
 def _plot(
@@ -445,8 +509,8 @@ def _plot(
             ("brent", "Brent (OughtaFocus)"),
         ):
             n = [b for b in budgets if f"{prefix}@{b}" in summ]
-            e = [summ[f"{prefix}@{b}"]["mean_err_um"] for b in n]
-            p = [summ[f"{prefix}@{b}"]["p95_err_um"] for b in n]
+            e = [summ[f"{prefix}@{b}"].get("mean_err_um", math.nan) for b in n]
+            p = [summ[f"{prefix}@{b}"].get("p95_err_um", math.nan) for b in n]
             ax.plot(n, e, "o-", label=f"{label} mean")
             ax.plot(n, p, "x--", label=f"{label} p95", alpha=0.6)
         ax.set_yscale("log")

@@ -46,5 +46,54 @@ def test_bench_runs_and_writes_reports(tmp_path: Path, monkeypatch: pytest.Monke
     assert summ["zstack"]["images_mean"] == 21  # +/- 10 DOF in 1-DOF steps
     data = json.loads((tmp_path / "autofocus.json").read_text())
     assert len(data["rows"]) == 6
+    assert all(r["has_structure"] for r in data["rows"])
     assert "| search |" in (tmp_path / "autofocus.md").read_text()
     assert (tmp_path / "autofocus_images.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_structure_snr_separates_empty_fields_from_specimens() -> None:
+    from autofocus.optics import get_objective
+    from simulators.camera import CameraModel
+    from simulators.specimens import make_specimen
+
+    obj, cam = get_objective("40X"), CameraModel()
+    blank = bench_autofocus.structure_snr(make_specimen("empty"), obj, 0.0, 0.0, 128, cam)
+    beads = bench_autofocus.structure_snr(make_specimen("beads", seed=1), obj, 0.0, 0.0, 128, cam)
+    assert blank < bench_autofocus.STRUCTURE_SNR_MIN < beads
+
+
+def _row(method: str, err_um: float, moved_um: float, structured: bool) -> dict:
+    return {
+        "objective": "o",
+        "method": method,
+        "error_um": err_um,
+        "moved_um": moved_um,
+        "images": 4,
+        "compute_s": 0.01,
+        "offset_dof": 1.0,
+        "has_structure": structured,
+    }
+
+
+def test_summary_leaves_empty_fields_out_and_counts_them() -> None:
+    rows = [
+        _row("search", 0.1, 5.0, True),
+        _row("search", 3.0, 9.0, True),  # a real failure (DOF 1, so 3 um > DOF/4)
+        _row("search", 7.0, 0.0, False),  # empty: undetermined, stage kept
+        _row("search", 7.0, 2.0, False),  # empty: moved
+    ]
+    s = bench_autofocus._summary(rows, {"o": 1.0})["search"]
+    assert s["n"] == 2 and s["n_empty"] == 2
+    assert s["success"] == 0.5
+    assert s["success_all"] == 0.25
+    assert s["empty_kept_start"] == 0.5
+    assert s["mean_err_um"] == pytest.approx(1.55)
+    note = bench_autofocus._empty_note({"search": s})
+    assert "2 trial(s) had no structure" in note and "25.0%" in note
+
+
+def test_summary_of_only_empty_fields_has_no_error_figures() -> None:
+    s = bench_autofocus._summary([_row("search", 7.0, 0.0, False)], {"o": 1.0})["search"]
+    assert s["n"] == 0 and s["n_empty"] == 1 and s["empty_kept_start"] == 1.0
+    images = bench_autofocus._table_rows({"search": s})[0][1]
+    assert np.isnan(images)  # no structured trial: no figure, not a made-up number
