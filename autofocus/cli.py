@@ -188,6 +188,10 @@ def train(
         str | None,
         typer.Option(help="comma-separated training specimen types [the six named ones]"),
     ] = None,
+    max_blur_px: Annotated[
+        float | None,
+        typer.Option(help="regressor: top of the blur range drawn for half the fields [100]"),
+    ] = None,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -214,6 +218,7 @@ def train(
             if specimens is not None
             else None
         ),
+        "max_blur_px": max_blur_px,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

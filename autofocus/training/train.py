@@ -66,6 +66,9 @@ class Recipe:
     specimens: tuple[str, ...] | None = None
     """Specimen types rendered for training; None: ``TRAIN_SPECIMENS``.  The held-out
     evaluation set is always ``TRAIN_SPECIMENS + HELD_OUT_SPECIMENS``."""
+    max_blur_px: float | None = None
+    """Regressor only: the top of the blur range drawn for half the fields (the other half
+    stay in [0, 30] px); None: ``DomainConfig.max_blur_px``."""
 
 
 def _augment(x: np.ndarray, aberr: np.ndarray | None, rng: np.random.Generator):
@@ -231,6 +234,14 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         field_px=3 * patch if kind == "classifier" else 2 * patch,
         specimens=train_specimens,
     )
+    if recipe.max_blur_px is not None:
+        if kind != "regressor":
+            raise InvalidInputError("max_blur_px applies to the regressor only")
+        if not (30.0 < recipe.max_blur_px <= 2 * REGRESSOR_PATCH):
+            raise InvalidInputError(
+                f"max_blur_px must be in (30, {2 * REGRESSOR_PATCH}] px, got {recipe.max_blur_px}"
+            )
+        cfg = replace(cfg, max_blur_px=float(recipe.max_blur_px))
     per_field = n_patches_per_field(cfg, patch)
     min_fields = math.ceil(recipe.batch_size / per_field)
     if recipe.n_fields < min_fields:

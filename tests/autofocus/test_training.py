@@ -75,10 +75,15 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"specimens": ("empty",)},
         {"specimens": ("tissue", "nope")},
         {"specimens": ("tissue", "tissue")},
+        {"max_blur_px": 130.0},  # classifier levels are fixed; the range is the regressor's
+        {"model": "regressor", "max_blur_px": 30.0},
+        {"model": "regressor", "max_blur_px": 257.0},
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
-    recipe = Recipe(model="classifier", n_fields=29, workers=1, threads=1, **changes)
+    recipe = Recipe(
+        **{"model": "classifier", "n_fields": 29, "workers": 1, "threads": 1, **changes}
+    )
     with pytest.raises(InvalidInputError):
         train(recipe, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -89,4 +94,39 @@ def test_cli_lists_must_be_integers(tmp_path: Path, capsys, flag: str) -> None:
     out = tmp_path / "o"
     assert main(["train", "classifier", flag, "8,x", "--output", str(out)]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_regressor_blur_range_is_recorded_and_drawn(tmp_path: Path) -> None:
+    recipe = Recipe(
+        model="regressor",
+        n_fields=64,
+        n_eval_fields=4,
+        epochs=1,
+        threads=1,
+        workers=1,
+        widths=(8, 16),
+        hidden=8,
+        max_blur_px=140.0,
+    )
+    card = train(recipe, tmp_path, command="autofocus train regressor (test)")
+    assert card["training"]["recipe"]["max_blur_px"] == 140.0
+    assert card["data"]["domain"]["max_blur_px"] == 140.0
+
+
+def test_max_blur_range_draws_beyond_the_default() -> None:
+    import numpy as np
+
+    from autofocus.training.data import DomainConfig, _sample_blur_px, random_objective
+
+    rng = np.random.default_rng(0)
+    cfg = DomainConfig(defocus="regressor", max_blur_px=140.0)
+    draws = [_sample_blur_px(rng, cfg, random_objective(rng, cfg)) for _ in range(400)]
+    assert max(draws) > 100.0 and max(draws) <= 140.0
+
+
+def test_cli_refuses_a_blur_range_for_the_classifier(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["train", "classifier", "--max-blur-px", "130", "--output", str(out)]) == 2
+    assert "regressor only" in capsys.readouterr().err
     assert not out.exists()
