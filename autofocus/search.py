@@ -23,6 +23,11 @@ Algorithm (``B`` = the centred calibration curve, ``FWHM`` its width, ``h = k FW
    vertex inside them and a coefficient of determination *of b* above the line's by
    ``min_r2_gain``: ``R^2 = 1 - sum (b - b_fit)^2 / sum (b - mean b)^2`` (waived for a
    dip above twice the noise threshold).
+2b. A bracket whose sharpest sample is blurrier than ``max_focus_blur_px`` (40 px) is
+   not focus (a specimen at focus reads far sharper; such a dip is a misread
+   far-defocused frame, or a bracket too coarse to place focus): of the two positions
+   the calibrated |dz| of that sample away, the one nearer the match of all samples is
+   imaged (else the other, else step 3); with no image left, "failed".
 3. Not bracketed: golden-ratio expansion downhill, ``z_new = z_end + phi (z_end -
    z_next)`` (``phi = 1.618``, at least ``h``), or - with ``model_jump`` - to just past
    the estimate matched on the unbracketed samples; the step is at most
@@ -175,6 +180,12 @@ class SearchConfig(BaseModel):
     model_jump: bool = Field(
         default=True, description="expand towards the curve-matched estimate, not blindly"
     )
+    max_focus_blur_px: float | None = Field(
+        default=40.0,
+        gt=0,
+        description="a bracket whose sharpest sample is blurrier than this is not taken for "
+        "focus (step 2b); None: any bracket is",
+    )
     expand_reach: float = Field(
         default=1.5,
         ge=1,
@@ -219,6 +230,9 @@ class SearchConfig(BaseModel):
         g0, g1 = self.gain_bounds
         if not 0 < g0 <= 1 <= g1:
             raise ValueError("gain_bounds must satisfy 0 < low <= 1 <= high")
+        t, cap = self.trusted_blur_px, self.max_focus_blur_px
+        if t is not None and cap is not None and cap < t:
+            raise ValueError("max_focus_blur_px must not be below trusted_blur_px")
         return self
 
 
@@ -792,7 +806,42 @@ class FocusSearch:
         if not conv.bracketed:
             self._expand(z, b, conv)
             return
+        cap = cfg.max_focus_blur_px
+        if cap is not None and float(b.min()) > cap:
+            self._implausible_bracket(z, b, conv)
+            return
         self._match_and_maybe_refine(z, b, good)
+
+    def _implausible_bracket(self, z: np.ndarray, b: np.ndarray, conv: ConvexityResult) -> None:
+        """Step 2b: a dip whose sharpest sample is blurrier than ``max_focus_blur_px``.
+
+        A specimen at focus reads far sharper than that, so such a dip is the regressor
+        misreading far-defocused frames (seen once in 368 bead searches: b 65, 60, 72 at
+        -54, -71, -88 um from focus) or a bracket too coarse to place focus.  Focus then
+        lies about the calibrated |dz| of the sharpest sample away from it: image the
+        candidate nearer the match of all samples (else the other one), else expand as
+        if unbracketed; with no image left the search fails rather than report the dip
+        as focus.
+        """
+        m = int(np.argmin(b))
+        lo, hi = self.config.z_limits_um
+        if not self._can_image():
+            est = self._best_effort(z, b)
+            why = (
+                f"the sharpest of {len(self._s.obs)} images has b = {b[m]:.1f} px, blurrier "
+                f"than max_focus_blur_px {self.config.max_focus_blur_px:g}: none is near focus"
+            )
+            self._finish("failed", why, z=est, estimate=est)
+            return
+        dz = self.curve.abs_dz_um(float(b[m]))
+        if math.isfinite(dz) and dz > 0:
+            est = self._best_effort(z, b)
+            candidates = sorted((z[m] - dz, z[m] + dz), key=lambda c: abs(c - est))
+            for c in candidates:
+                if self._new_z(min(max(float(c), lo), hi), z):
+                    logger.debug("implausible bracket at b = %.1f px; probing %.1f um", b[m], c)
+                    return
+        self._expand(z, b, conv)
 
     def _expand(self, z: np.ndarray, b: np.ndarray, conv: ConvexityResult) -> None:
         lo, hi = self.config.z_limits_um

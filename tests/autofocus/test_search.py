@@ -721,3 +721,37 @@ def test_unbounded_expansion_jumps_into_the_empty_zone(curve: BlurCurve) -> None
     cfg = SearchConfig(z_limits_um=(-500, 500), expand_reach=1e6, on_failure="keep_last")
     res = find_focus(_saturating_sparse, -75.0, curve, cfg)
     assert res.status == "failed"
+
+
+def _misread_far_dip(z: float) -> float:
+    """A specimen (gain 1.4) whose far-defocused frames around -70 um are misread as
+    sharper than their neighbours: a dip with b ~ 50 px, far above any focus."""
+    return 1.4 * float(oracle_b(z, K)) - 20.0 * math.exp(-(((z + 70.0) / 10.0) ** 2))
+
+
+@pytest.mark.parametrize("start", [-75.0, -70.0, -65.0])
+def test_a_blurry_dip_is_not_taken_for_focus(curve: BlurCurve, start: float) -> None:
+    res = find_focus(_misread_far_dip, start, curve, SearchConfig(z_limits_um=(-500, 500)))
+    assert res.status == "converged"
+    assert abs(res.z_um) < 0.5
+    assert min(b for _, b in res.trace) < 20.0  # it imaged near focus before finishing
+
+
+def test_without_the_cap_the_blurry_dip_passes_for_focus(curve: BlurCurve) -> None:
+    """Control for the test above: the same dip, with the cap lifted, is 'converged'."""
+    cfg = SearchConfig(z_limits_um=(-500, 500), max_focus_blur_px=None)
+    res = find_focus(_misread_far_dip, -70.0, curve, cfg)
+    assert res.status == "converged" and abs(res.z_um) > 40.0
+
+
+def test_a_blurry_dip_with_no_image_left_fails(curve: BlurCurve) -> None:
+    cfg = SearchConfig(z_limits_um=(-500, 500), max_images=3, on_failure="keep_last")
+    res = find_focus(_misread_far_dip, -70.0, curve, cfg)
+    assert res.status == "failed"
+    assert "max_focus_blur_px" in res.reason
+    assert -500 <= res.z_um <= 500
+
+
+def test_focus_blur_cap_below_the_trusted_blur_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_focus_blur_px"):
+        SearchConfig(trusted_blur_px=20.0, max_focus_blur_px=10.0)
