@@ -92,8 +92,26 @@ def test_summary_leaves_empty_fields_out_and_counts_them() -> None:
     assert "2 trial(s) had no structure" in note and "25.0%" in note
 
 
+def test_an_empty_field_counts_as_a_failure_in_success_all_even_when_close() -> None:
+    # the start happened to be within DOF/4 of focus and the search kept it
+    rows = [_row("search", 0.1, 5.0, True), _row("search", 0.1, 0.0, False)]
+    s = bench_autofocus._summary(rows, {"o": 1.0})["search"]
+    assert s["success"] == 1.0 and s["success_all"] == 0.5
+
+
+def test_a_small_object_in_a_large_field_counts_as_structure() -> None:
+    lam = np.full((512, 512), 1000.0)
+    lam[10:25, 10:25] += 3 * np.sqrt(1000.0)  # 225 px at 3x shot noise
+    whole = float(lam.std() / np.sqrt(lam.mean()))
+    assert whole < bench_autofocus.STRUCTURE_SNR_MIN  # diluted over the whole field
+    assert bench_autofocus._block_snr(lam, 64) > bench_autofocus.STRUCTURE_SNR_MIN
+    assert bench_autofocus._block_snr(np.full((100, 100), 5.0), 64) == 0.0
+    assert bench_autofocus._block_snr(np.zeros((40, 40)), 64) == 0.0
+
+
 def test_summary_of_only_empty_fields_has_no_error_figures() -> None:
     s = bench_autofocus._summary([_row("search", 7.0, 0.0, False)], {"o": 1.0})["search"]
     assert s["n"] == 0 and s["n_empty"] == 1 and s["empty_kept_start"] == 1.0
+    assert s["success_all"] == 0.0
     images = bench_autofocus._table_rows({"search": s})[0][1]
     assert np.isnan(images)  # no structured trial: no figure, not a made-up number

@@ -744,14 +744,20 @@ def test_without_the_cap_the_blurry_dip_passes_for_focus(curve: BlurCurve) -> No
     assert res.status == "converged" and abs(res.z_um) > 40.0
 
 
-def test_a_blurry_dip_with_no_image_left_fails(curve: BlurCurve) -> None:
-    cfg = SearchConfig(z_limits_um=(-500, 500), max_images=3, on_failure="keep_last")
+@pytest.mark.parametrize("policy", ["warn", "keep_last"])
+def test_a_blurry_dip_with_no_image_left_fails(curve: BlurCurve, policy: str) -> None:
+    cfg = SearchConfig(z_limits_um=(-500, 500), max_images=3, on_failure=policy)
     res = find_focus(_misread_far_dip, -70.0, curve, cfg)
-    assert res.status == "failed"
+    assert res.status == "failed"  # not "converged" on the dip
     assert "max_focus_blur_px" in res.reason
-    assert -500 <= res.z_um <= 500
+    if policy == "keep_last":
+        assert res.z_um == -70.0
+    else:
+        assert -500 <= res.z_um <= 500
 
 
-def test_focus_blur_cap_below_the_trusted_blur_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_focus_blur_px"):
-        SearchConfig(trusted_blur_px=20.0, max_focus_blur_px=10.0)
+def test_focus_blur_cap_never_falls_below_the_trusted_blur(curve: BlurCurve) -> None:
+    cfg = SearchConfig(trusted_blur_px=50.0)  # a config valid before the cap existed
+    assert FocusSearch(0.0, curve, cfg)._focus_blur_cap() == 50.0
+    assert FocusSearch(0.0, curve, SearchConfig())._focus_blur_cap() == 40.0
+    assert FocusSearch(0.0, curve, SearchConfig(max_focus_blur_px=None))._focus_blur_cap() is None

@@ -114,17 +114,6 @@ def test_regressor_blur_range_is_recorded_and_drawn(tmp_path: Path) -> None:
     assert card["data"]["domain"]["max_blur_px"] == 140.0
 
 
-def test_max_blur_range_draws_beyond_the_default() -> None:
-    import numpy as np
-
-    from autofocus.training.data import DomainConfig, _sample_blur_px, random_objective
-
-    rng = np.random.default_rng(0)
-    cfg = DomainConfig(defocus="regressor", max_blur_px=140.0)
-    draws = [_sample_blur_px(rng, cfg, random_objective(rng, cfg)) for _ in range(400)]
-    assert max(draws) > 100.0 and max(draws) <= 140.0
-
-
 def test_cli_refuses_a_blur_range_for_the_classifier(tmp_path: Path, capsys) -> None:
     out = tmp_path / "o"
     assert main(["train", "classifier", "--max-blur-px", "130", "--output", str(out)]) == 2
