@@ -29,6 +29,9 @@ started (``empty_kept_start``: the right answer, "undetermined, no move").
 ``success_all`` is the success rate over all trials, empty ones counted as failures.
 Replay trials always count as structured.
 
+Search rows also carry ``sharpest_b_px``: the lowest b the search imaged (None when no
+image had texture), so a search that finished without an image near focus shows.
+
 Per method: images used, mean and p95 |error| (um and DOF), success rate
 (|error| < DOF/4), capture range (largest start offset, in DOF, up to which every
 1-DOF bin of |offset| succeeds in >= 90 % of trials), and compute time per autofocus
@@ -158,12 +161,14 @@ def _run_methods(
             return s
 
         r = find_focus(measure, trial.z_start, calibration, cfg)
+        bs = [b for _, b in r.trace if math.isfinite(b)]
         return {
             "error_um": r.z_um - trial.z_true,
             "moved_um": r.z_um - trial.z_start,
             "images": r.images_used,
             "compute_s": r.compute_s + spent[0],
             "status": r.status,
+            "sharpest_b_px": min(bs) if bs else None,
         }
 
     def classic(kind: str, **kw: Any) -> dict[str, Any]:

@@ -47,6 +47,9 @@ def test_bench_runs_and_writes_reports(tmp_path: Path, monkeypatch: pytest.Monke
     data = json.loads((tmp_path / "autofocus.json").read_text())
     assert len(data["rows"]) == 6
     assert all(r["has_structure"] for r in data["rows"])
+    for r in data["rows"]:
+        if r["method"].startswith("search"):
+            assert r["sharpest_b_px"] is None or r["sharpest_b_px"] > 0
     assert "| search |" in (tmp_path / "autofocus.md").read_text()
     assert (tmp_path / "autofocus_images.png").read_bytes()[:4] == b"\x89PNG"
 
