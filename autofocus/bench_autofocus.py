@@ -21,8 +21,8 @@ Methods (all given the same frames):
 Fields with no structure: a trial whose noise-free field never varies by more than
 ``STRUCTURE_SNR_MIN`` (0.1) of one pixel's shot noise, in any 64 px tile at any of
 dz = 0, +/-1, +/-3 DOF (``structure_snr``: max over those tiles and dz of
-``SD(lambda) / sqrt(mean(lambda))``, lambda the expected electrons per pixel), cannot be
-focused by any method: e.g. a phase field at 40X that holds no cell.  Such trials are
+``SD(lambda) / sqrt(mean(lambda))``, lambda the expected electrons per pixel), gives
+nothing to focus on: e.g. a phase field at 40X that holds no cell.  Such trials are
 run like the others but left out of every figure below; the summary counts them
 (``n_empty``) and, per method, the fraction of them in which the stage was left where it
 started (``empty_kept_start``: the right answer, "undetermined, no move").

@@ -162,6 +162,11 @@ def _int_list(flag: str, text: str | None) -> tuple[int, ...] | None:
         raise InvalidInputError(f"{flag} must be comma-separated integers, not {text!r}") from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")`` (blanks dropped)."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="classifier or regressor")],
@@ -213,11 +218,7 @@ def train(
         "hidden": hidden,
         "depths": depth_list,
         "spectral_bins": spectral_bins,
-        "specimens": (
-            tuple(sp.strip() for sp in specimens.split(",") if sp.strip())
-            if specimens is not None
-            else None
-        ),
+        "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
     }
     changes = {k: v for k, v in given.items() if v is not None}
@@ -407,8 +408,8 @@ def bench_autofocus(
 
     check_writable(output, "dir")
     settings = BenchSettings(
-        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
-        specimens=tuple(sp.strip() for sp in specimens.split(",") if sp.strip()),
+        objectives=_names(objectives),
+        specimens=_names(specimens),
         trials=trials,
         size=size,
         max_offset_dof=max_offset_dof,

@@ -782,6 +782,29 @@ def _scattered_ellipses(
     }
 
 
+def _random_headings(
+    rng: np.random.Generator, length_um: np.ndarray, step_um: float, wiggle_rad: float
+) -> np.ndarray:
+    """(m, n_steps) headings of random walks: a uniform start plus cumulative normal
+    turns of ``wiggle_rad`` per step, enough steps for the longest (draws: start, turns)."""
+    m = length_um.size
+    n_steps = int(np.ceil(length_um.max() / step_um)) if m else 1
+    return rng.uniform(0, 2 * np.pi, m)[:, None] + np.cumsum(
+        rng.normal(0, wiggle_rad, (m, n_steps)), axis=1
+    )
+
+
+def _walk_vertices(
+    ox: np.ndarray, oy: np.ndarray, heading: np.ndarray, length_um: np.ndarray, step_um: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices (x, y) of walks from origins (m, 1) along ``heading``, and which of them
+    lie within each walk's length (no draws)."""
+    x = np.concatenate([ox, ox + np.cumsum(np.cos(heading), axis=1) * step_um], axis=1)
+    y = np.concatenate([oy, oy + np.cumsum(np.sin(heading), axis=1) * step_um], axis=1)
+    valid = np.arange(heading.shape[1] + 1)[None, :] * step_um <= length_um[:, None]
+    return x, y, valid
+
+
 def _splat_fibres_and_fills(cv: _Canvas, objs: _Objects, fill_power: float) -> None:
     """Segments under ``s_`` keys, then ellipse fills under ``e_`` keys (``amp (1 -
     rho^2)^fill_power``): the filament specimens' objects."""
@@ -918,16 +941,10 @@ class MicrotubuleSpecimen(TiledSpecimen):
         m = int(n_mt.sum())
         cell = np.repeat(np.arange(cx.size), n_mt)
         length = rng.uniform(0.45, 1.2, m) * r[cell]
-        n_steps = int(np.ceil(length.max() / self.STEP_UM)) if m else 1
-        heading = rng.uniform(0, 2 * np.pi, m)[:, None] + np.cumsum(
-            rng.normal(0, 0.1, (m, n_steps)), axis=1
-        )
+        heading = _random_headings(rng, length, self.STEP_UM, 0.1)
         ox = np.repeat(cx, n_mt)[:, None] + _tnorm(rng, (m, 1))
         oy = np.repeat(cy, n_mt)[:, None] + _tnorm(rng, (m, 1))
-        steps = np.arange(n_steps + 1)
-        x = np.concatenate([ox, ox + np.cumsum(np.cos(heading), axis=1) * self.STEP_UM], axis=1)
-        y = np.concatenate([oy, oy + np.cumsum(np.sin(heading), axis=1) * self.STEP_UM], axis=1)
-        valid = steps[None, :] * self.STEP_UM <= length[:, None]
+        x, y, valid = _walk_vertices(ox, oy, heading, length, self.STEP_UM)
         seg = _polylines(x, y, valid, np.full(m, 0.25), rng.uniform(0.7, 1.0, m), lod)
         haze = {"cx": cx, "cy": cy, "a": r * np.sqrt(elong), "b": r / np.sqrt(elong), "th": th}
         haze["amp"] = np.full(cx.size, 0.04)
@@ -1037,15 +1054,10 @@ class TissueSpecimen(TiledSpecimen):
         nuc = _scattered_ellipses(rng, tx_um, ty_um, d, aspect, (0.5, 0.9))
         m = self._n(rng, 8.0)
         length = rng.uniform(30.0, 75.0, m)
-        n_steps = int(np.ceil(length.max() / self.STEP_UM)) if m else 1
-        heading = rng.uniform(0, 2 * np.pi, m)[:, None] + np.cumsum(
-            rng.normal(0, 0.12, (m, n_steps)), axis=1
-        )
+        heading = _random_headings(rng, length, self.STEP_UM, 0.12)
         ox = tx_um + rng.uniform(0, TILE_UM, (m, 1))
         oy = ty_um + rng.uniform(0, TILE_UM, (m, 1))
-        x = np.concatenate([ox, ox + np.cumsum(np.cos(heading), axis=1) * self.STEP_UM], axis=1)
-        y = np.concatenate([oy, oy + np.cumsum(np.sin(heading), axis=1) * self.STEP_UM], axis=1)
-        valid = np.arange(n_steps + 1)[None, :] * self.STEP_UM <= length[:, None]
+        x, y, valid = _walk_vertices(ox, oy, heading, length, self.STEP_UM)
         seg = _polylines(x, y, valid, rng.uniform(0.5, 1.0, m), rng.uniform(0.3, 0.5, m), lod)
         return {**_prefixed("s_", seg), **_prefixed("e_", nuc)}
 
@@ -1202,10 +1214,7 @@ class ProceduralSpecimen(TiledSpecimen):
         # filaments
         m = self._n(rng, q["fibres"])
         length = rng.uniform(*q["length"], m)
-        n_steps = int(np.ceil(length.max() / self.STEP_UM)) if m else 1
-        heading = rng.uniform(0, 2 * np.pi, m)[:, None] + np.cumsum(
-            rng.normal(0, q["wiggle"], (m, n_steps)), axis=1
-        )
+        heading = _random_headings(rng, length, self.STEP_UM, q["wiggle"])
         if q["cluster_um"] > 0 and m:
             k = max(1, m // 12)
             ccx = tx_um + rng.uniform(0, TILE_UM, k)
@@ -1216,9 +1225,7 @@ class ProceduralSpecimen(TiledSpecimen):
         else:
             ox = tx_um + rng.uniform(0, TILE_UM, (m, 1))
             oy = ty_um + rng.uniform(0, TILE_UM, (m, 1))
-        x = np.concatenate([ox, ox + np.cumsum(np.cos(heading), axis=1) * self.STEP_UM], axis=1)
-        y = np.concatenate([oy, oy + np.cumsum(np.sin(heading), axis=1) * self.STEP_UM], axis=1)
-        valid = np.arange(n_steps + 1)[None, :] * self.STEP_UM <= length[:, None]
+        x, y, valid = _walk_vertices(ox, oy, heading, length, self.STEP_UM)
         seg = _polylines(x, y, valid, rng.uniform(*q["width"], m), rng.uniform(0.3, 1.0, m), lod)
         # blobs
         n = self._n(rng, q["blobs"])

@@ -97,7 +97,7 @@ def test_cli_lists_must_be_integers(tmp_path: Path, capsys, flag: str) -> None:
     assert not out.exists()
 
 
-def test_regressor_blur_range_is_recorded_and_drawn(tmp_path: Path) -> None:
+def test_regressor_blur_range_is_recorded_in_the_card(tmp_path: Path) -> None:
     recipe = Recipe(
         model="regressor",
         n_fields=64,
