@@ -197,6 +197,12 @@ def train(
         float | None,
         typer.Option(help="regressor: top of the blur range drawn for half the fields [100]"),
     ] = None,
+    context: Annotated[
+        bool,
+        typer.Option(
+            "--context", help="classifier: each patch's 2x2-binned surroundings as a 2nd channel"
+        ),
+    ] = False,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -220,6 +226,7 @@ def train(
         "spectral_bins": spectral_bins,
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
+        "context": context or None,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

@@ -3,7 +3,9 @@
 Pipeline (identical in training and inference): validate the frame -> tile it so every
 pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
 normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
-networks in batches under ``torch.inference_mode`` -> aggregate.
+networks in batches under ``torch.inference_mode`` -> aggregate.  A classifier whose
+card says ``context`` also gets each patch's 2x2-binned surroundings, normalised the
+same way, as a second channel (:func:`autofocus.tiling.extract_context`).
 
 Aggregation
 -----------
@@ -31,7 +33,13 @@ import numpy as np
 from autofocus.errors import InvalidFrameError, InvalidInputError
 from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
 from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
-from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
+from autofocus.tiling import (
+    TileGrid,
+    extract_context,
+    extract_patches,
+    normalise_patches,
+    prepare_frame,
+)
 
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
 
@@ -86,7 +94,9 @@ class LocalScorer:
         with self._lock, torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
                 t = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
-                outs.append(net(t[:, None].to(self._device)).float().cpu().numpy())
+                if t.dim() == 3:  # (n, s, s) -> one channel
+                    t = t[:, None]
+                outs.append(net(t.to(self._device)).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
     # ---- public API ------------------------------------------------------------
@@ -143,7 +153,7 @@ class LocalScorer:
             cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
             fr = _pad_to(f, REGRESSOR_PATCH)
             rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
-            cp, cs = normalise_patches(extract_patches(f, cg))
+            cp, cs = self._classifier_input(f, cg)
             rp, rs = normalise_patches(extract_patches(fr, rg))
             c_grids.append(cg)
             r_grids.append(rg)
@@ -172,6 +182,14 @@ class LocalScorer:
             ci += nc
             ri += nr
         return results
+
+    def _classifier_input(self, f: np.ndarray, cg: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised patches ``(n, s, s)``, or ``(n, 2, s, s)`` with their context."""
+        cp, cs = normalise_patches(extract_patches(f, cg))
+        if not getattr(self._cls, "context", False):
+            return cp, cs
+        ctx, _ = normalise_patches(extract_context(f, cg))
+        return np.stack([cp, ctx], axis=1), cs
 
     # ---- aggregation -------------------------------------------------------------
     def _aggregate(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autofocus.tiling import TileGrid, extract_patches
+from autofocus.tiling import TileGrid, extract_context, extract_patches, normalise_patches
 from autofocus.training.data import (
     DomainConfig,
     FieldSample,
@@ -34,24 +34,33 @@ class PatchSet:
     specimen: np.ndarray  # (N,) str
     field: np.ndarray  # (N,) int field index
     pixel_size_um: np.ndarray  # (N,)
+    context: np.ndarray | None = None
+    """(N, s, s) float16: each patch's context (:func:`autofocus.tiling.extract_context`),
+    already normalised with :func:`autofocus.tiling.normalise_patches` and stored as
+    float16 to halve its memory; None when the recipe has no context."""
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
 
     @staticmethod
     def concat(parts: list[PatchSet]) -> PatchSet:
-        return PatchSet(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in PatchSet.__dataclass_fields__)
-        )
+        def join(name: str) -> np.ndarray | None:
+            arrays = [getattr(p, name) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return PatchSet(*(join(f) for f in PatchSet.__dataclass_fields__))
 
 
-def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
-    start, count, seed, cfg, patch = args
+def _build_chunk(args: tuple[int, int, int, DomainConfig, int, bool]) -> PatchSet:
+    start, count, seed, cfg, patch, context = args
     rows: dict[str, list] = {f: [] for f in PatchSet.__dataclass_fields__}
     grid = TileGrid.for_shape((cfg.field_px, cfg.field_px), patch)
     for k, fs in enumerate(_fields_range(start, count, seed, cfg)):
         raw = extract_patches(fs.frame, grid)
         exp = extract_patches(fs.expected_e, grid)
+        if context:
+            ctx, _ = normalise_patches(extract_context(fs.frame, grid))
+            rows["context"].extend(ctx.astype(np.float16))
         for j in range(raw.shape[0]):
             rows["patches"].append(raw[j])
             rows["level"].append(fs.level)
@@ -72,6 +81,7 @@ def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
         specimen=np.asarray(rows["specimen"]),
         field=np.asarray(rows["field"], np.int64),
         pixel_size_um=np.asarray(rows["pixel_size_um"], np.float32),
+        context=np.stack(rows["context"]) if context else None,
     )
 
 
@@ -81,10 +91,20 @@ def _fields_range(start: int, count: int, seed: int, cfg: DomainConfig) -> Itera
 
 
 def build_patchset(
-    n_fields: int, seed: int, cfg: DomainConfig, patch: int, workers: int = 2, chunk: int = 64
+    n_fields: int,
+    seed: int,
+    cfg: DomainConfig,
+    patch: int,
+    workers: int = 2,
+    chunk: int = 64,
+    *,
+    context: bool = False,
 ) -> PatchSet:
-    """Render ``n_fields`` fields (in ``workers`` processes) and cut ``patch`` px tiles."""
-    jobs = [(s, min(chunk, n_fields - s), seed, cfg, patch) for s in range(0, n_fields, chunk)]
+    """Render ``n_fields`` fields (in ``workers`` processes) and cut ``patch`` px tiles
+    (with each tile's context when ``context``)."""
+    jobs = [
+        (s, min(chunk, n_fields - s), seed, cfg, patch, context) for s in range(0, n_fields, chunk)
+    ]
     if workers <= 1:
         parts = [_build_chunk(j) for j in jobs]
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 
-def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
+def write_tiny_weights(folder: Path, seed: int = 0, *, context: bool = False) -> Path:
     import torch
 
     from autofocus.models import DefocusClassifier, ZernikeRegressor
@@ -16,8 +16,12 @@ def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
+    cls = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8)
+    if context:  # drawn aside, so that the regressor is the same with or without context
+        with torch.random.fork_rng():
+            cls = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8, context=True)
     for name, model, size, outputs in (
-        ("classifier", DefocusClassifier(widths=(4, 4, 8, 8), hidden=8), 84, 11),
+        ("classifier", cls, 84, 11),
         ("regressor", ZernikeRegressor(widths=(4, 4, 8, 8, 8), hidden=8), 128, 5),
     ):
         model.eval()
@@ -30,6 +34,7 @@ def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
                 "class": type(model).__name__,
                 "widths": list(model.widths),
                 "hidden": model.head[0].out_features,
+                **({"context": True} if getattr(model, "context", False) else {}),
             },
             "input_size": size,
             "normalisation": "per patch",
@@ -46,3 +51,13 @@ def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
     return write_tiny_weights(tmp_path / "weights")
+
+
+@pytest.fixture
+def make_tiny_weights(tmp_path: Path):
+    """``make(context=False) -> folder``: tiny weights, with a context classifier or not."""
+
+    def make(context: bool = False) -> Path:
+        return write_tiny_weights(tmp_path / f"weights-{int(context)}", context=context)
+
+    return make

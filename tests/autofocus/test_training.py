@@ -78,6 +78,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"max_blur_px": 130.0},  # classifier levels are fixed; the range is the regressor's
         {"model": "regressor", "max_blur_px": 30.0},
         {"model": "regressor", "max_blur_px": 257.0},
+        {"model": "regressor", "context": True},  # the context channel is the classifier's
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
@@ -119,3 +120,45 @@ def test_cli_refuses_a_blur_range_for_the_classifier(tmp_path: Path, capsys) -> 
     assert main(["train", "classifier", "--max-blur-px", "130", "--output", str(out)]) == 2
     assert "regressor only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_context_recipe_trains_a_two_channel_model(tmp_path: Path) -> None:
+    recipe = Recipe(
+        model="classifier",
+        n_fields=16,  # 4x4 patches per field with context: one batch of 256
+        n_eval_fields=2,
+        epochs=1,
+        threads=1,
+        workers=1,
+        widths=(8, 16),
+        hidden=8,
+        spectral_bins=6,
+        context=True,
+    )
+    card = train(recipe, tmp_path, command="autofocus train classifier --context (test)")
+    assert card["architecture"]["context"] is True
+    assert card["data"]["domain"]["field_px"] == 336
+    assert card["data"]["n_train_patches"] == 16 * 16
+    assert "extract_context" in card["normalisation"]
+    model, _ = load_model("classifier", tmp_path)
+    assert model.context and model.trunk.stem[0].in_channels == 2
+
+
+def test_stored_context_is_what_the_scorer_computes() -> None:
+    """The training set's context is the scorer's, normalised, stored as float16."""
+    import numpy as np
+
+    from autofocus.tiling import TileGrid, extract_context, extract_patches, normalise_patches
+    from autofocus.training.data import DomainConfig, render_field_sample
+    from autofocus.training.dataset import build_patchset
+
+    cfg = DomainConfig(field_px=336, specimens=("tissue",))
+    ps = build_patchset(2, 0, cfg, 84, workers=1, context=True)
+    assert ps.context is not None and ps.context.dtype == np.float16
+    assert ps.context.shape == ps.patches.shape == (32, 84, 84)
+    fs = render_field_sample(1, 0, cfg)
+    grid = TileGrid.for_shape(fs.frame.shape, 84)
+    ctx, _ = normalise_patches(extract_context(fs.frame, grid))
+    np.testing.assert_array_equal(ps.context[16:], ctx.astype(np.float16))
+    np.testing.assert_array_equal(ps.patches[16:], extract_patches(fs.frame, grid))
+    assert build_patchset(2, 0, cfg, 84, workers=1).context is None
