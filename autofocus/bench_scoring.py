@@ -34,7 +34,7 @@ def hwm_mb():
             return int(line.split()[1]) / 1024
 torch.set_num_threads(int(sys.argv[1]))
 from autofocus.scorer import LocalScorer
-s = LocalScorer()
+s = LocalScorer(weights_dir=sys.argv[2] or None)
 rng = np.random.default_rng(0)
 frame = rng.integers(100, 4000, size=(2048, 2048), dtype=np.uint16)
 before = hwm_mb()
@@ -65,8 +65,14 @@ def _median_ms(fn: Any, repeats: int) -> tuple[float, float]:
 
 
 def run_scoring_benchmark(
-    output: str | Path, *, threads: int = 2, repeats: int = 15, sizes: tuple[int, ...] = (512, 2048)
+    output: str | Path,
+    *,
+    threads: int = 2,
+    repeats: int = 15,
+    sizes: tuple[int, ...] = (512, 2048),
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
+    """Time the scorer (the shipped weights, or those in ``weights_dir``) against YangNet."""
     import torch
 
     from autofocus.models import CLASSIFIER_PATCH, YangNet
@@ -74,7 +80,7 @@ def run_scoring_benchmark(
     from autofocus.tiling import TileGrid, extract_patches, normalise_patches
 
     torch.set_num_threads(threads)
-    scorer = LocalScorer()
+    scorer = LocalScorer(weights_dir=str(weights_dir) if weights_dir else None)
     yang = YangNet().eval()
     rows = []
     for size in sizes:
@@ -101,7 +107,7 @@ def run_scoring_benchmark(
             }
         )
     proc = subprocess.run(
-        [sys.executable, "-c", _RSS_SNIPPET, str(threads)],
+        [sys.executable, "-c", _RSS_SNIPPET, str(threads), str(weights_dir or "")],
         capture_output=True,
         text=True,
         timeout=300,

@@ -312,12 +312,19 @@ def bench_scoring(
     ),
     threads: Annotated[int, typer.Option(min=1)] = 2,
     repeats: Annotated[int, typer.Option(min=3)] = 15,
+    weights: Annotated[
+        Path | None, typer.Option(help="model weights folder [the shipped weights]")
+    ] = None,
 ) -> None:
     """Full-frame scoring time (512 and 2048 px) vs Yang et al.'s network; peak memory."""
     from autofocus.bench_scoring import run_scoring_benchmark
+    from autofocus.registry import load_card
 
     check_writable(output)
-    run_scoring_benchmark(output, threads=threads, repeats=repeats)
+    if weights is not None:
+        load_card("classifier", weights)  # a clear error before any timing
+        load_card("regressor", weights)
+    run_scoring_benchmark(output, threads=threads, repeats=repeats, weights_dir=weights)
 
 
 @app.command()

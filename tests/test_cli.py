@@ -128,6 +128,14 @@ def test_service_endpoints_and_devices_are_checked(tmp_path: Path, capsys) -> No
         ["serve", "--curve-secret-key", str(tmp_path / "nosuch.key")],
         ["ping", "garbage"],
         ["evaluate", "regressor", "--weights", str(tmp_path / "nosuch")],
+        [
+            "bench",
+            "scoring",
+            "--weights",
+            str(tmp_path / "nosuch"),
+            "--output",
+            str(tmp_path / "s"),
+        ],
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

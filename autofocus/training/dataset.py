@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -41,14 +41,6 @@ class PatchSet:
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
-
-    @staticmethod
-    def concat(parts: list[PatchSet]) -> PatchSet:
-        def join(name: str) -> np.ndarray | None:
-            arrays = [getattr(p, name) for p in parts]
-            return None if any(a is None for a in arrays) else np.concatenate(arrays)
-
-        return PatchSet(*(join(f) for f in PatchSet.__dataclass_fields__))
 
 
 def _build_chunk(args: tuple[int, int, int, DomainConfig, int, bool]) -> PatchSet:
@@ -105,12 +97,42 @@ def build_patchset(
     jobs = [
         (s, min(chunk, n_fields - s), seed, cfg, patch, context) for s in range(0, n_fields, chunk)
     ]
+    n_total = n_fields * n_patches_per_field(cfg, patch)
     if workers <= 1:
-        parts = [_build_chunk(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            parts = list(ex.map(_build_chunk, jobs))
-    return PatchSet.concat(parts)
+        return _assemble((_build_chunk(j) for j in jobs), n_total)
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        return _assemble(ex.map(_build_chunk, jobs), n_total)
+
+
+_LARGE = ("patches", "context")
+
+
+def _assemble(parts: Iterable[PatchSet], n_total: int) -> PatchSet:
+    """Join chunks as they arrive, copying the image arrays into buffers allocated once:
+    peak memory is the set itself, not the set plus its chunks."""
+    buffers: dict[str, np.ndarray | None] = {}
+    small: dict[str, list[np.ndarray]] = {
+        f: [] for f in PatchSet.__dataclass_fields__ if f not in _LARGE
+    }
+    k = 0
+    for part in parts:
+        n = len(part)
+        for name in _LARGE:
+            a = getattr(part, name)
+            if a is None:
+                buffers[name] = None
+                continue
+            if name not in buffers:
+                buffers[name] = np.empty((n_total, *a.shape[1:]), a.dtype)
+            buf = buffers[name]
+            assert buf is not None
+            buf[k : k + n] = a
+        for name, acc in small.items():
+            acc.append(getattr(part, name))
+        k += n
+    if k != n_total:
+        raise RuntimeError(f"expected {n_total} patches, assembled {k}")
+    return PatchSet(**{name: np.concatenate(acc) for name, acc in small.items()}, **buffers)
 
 
 def n_patches_per_field(cfg: DomainConfig, patch: int) -> int:

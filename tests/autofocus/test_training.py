@@ -162,3 +162,7 @@ def test_stored_context_is_what_the_scorer_computes() -> None:
     np.testing.assert_array_equal(ps.context[16:], ctx.astype(np.float16))
     np.testing.assert_array_equal(ps.patches[16:], extract_patches(fs.frame, grid))
     assert build_patchset(2, 0, cfg, 84, workers=1).context is None
+    # chunks from two processes are assembled in field order, into the same arrays
+    two = build_patchset(2, 0, cfg, 84, workers=2, chunk=1, context=True)
+    for name in ("patches", "context", "level", "specimen", "field", "texture"):
+        np.testing.assert_array_equal(getattr(two, name), getattr(ps, name))
