@@ -197,6 +197,10 @@ def train(
         float | None,
         typer.Option(help="regressor: top of the blur range drawn for half the fields [100]"),
     ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(help="classifier: train for one objective preset (classifier-<name>)"),
+    ] = None,
     context: Annotated[
         bool,
         typer.Option(
@@ -208,7 +212,7 @@ def train(
     from dataclasses import replace
 
     from autofocus.errors import UnknownNameError
-    from autofocus.training.train import Recipe, default_command
+    from autofocus.training.train import Recipe, default_command, model_file_stem
     from autofocus.training.train import train as run_training
 
     if model not in ("classifier", "regressor"):
@@ -227,13 +231,15 @@ def train(
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
         "context": context or None,
+        "objective": objective,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]
     _at_least(logging.INFO)
     card = run_training(recipe, output, command=default_command())
     typer.echo(json.dumps(card["evaluation"], indent=2))
-    typer.echo(f"wrote {output / (model + '.pt')} and {output / (model + '.json')}")
+    stem = model_file_stem(model, card["data"]["objective"])
+    typer.echo(f"wrote {output / (stem + '.pt')} and {output / (stem + '.json')}")
 
 
 @app.command()

@@ -52,6 +52,11 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def model_stem(name: str, objective: str | None = None) -> str:
+    """File stem of a model: ``classifier``, ``regressor`` or ``classifier-<preset>``."""
+    return name if objective is None else f"{name}-{objective}"
+
+
 def _weights_dir() -> Path:
     return Path(str(resources.files("autofocus") / "weights"))
 

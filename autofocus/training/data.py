@@ -74,6 +74,9 @@ class DomainConfig:
     max_blur_px: float = 100.0
     """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""
     field_px: int = 256
+    objective: str | None = None
+    """An objective preset's name: every field is seen through it (its NA, wavelength and
+    pixel size; aberrations, specimens and camera stay random).  None: random optics."""
 
 
 @dataclass
@@ -93,6 +96,10 @@ class FieldSample:
 
 
 def random_objective(rng: np.random.Generator, cfg: DomainConfig) -> Objective:
+    if cfg.objective is not None:
+        from autofocus.optics import get_objective
+
+        return get_objective(cfg.objective)
     na = float(rng.uniform(*cfg.na_range))
     if na < 0.95:
         n = 1.0

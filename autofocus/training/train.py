@@ -69,6 +69,10 @@ class Recipe:
     max_blur_px: float | None = None
     """Regressor only: the top of the blur range drawn for half the fields (the other half
     stay in [0, 30] px); None: ``DomainConfig.max_blur_px``."""
+    objective: str | None = None
+    """Classifier only: an objective preset's name.  Every training and held-out field is
+    seen through that objective, and the model is written as ``classifier-<name>`` for
+    the scorer to use when it is told that objective (see :mod:`autofocus.registry`)."""
     context: bool = False
     """Classifier only: give each patch its 2x2-binned surroundings as a second channel
     (:func:`autofocus.tiling.extract_context`).  Fields are then 4x4 patches (336 px)
@@ -251,8 +255,19 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     train_specimens = _check_specimens(recipe.specimens)
     if recipe.context and kind != "classifier":
         raise InvalidInputError("context applies to the classifier only")
+    if recipe.objective is not None:
+        if kind != "classifier":
+            raise InvalidInputError("objective applies to the classifier only")
+        from autofocus.optics import get_objective
+
+        get_objective(recipe.objective)  # a known preset, or a clear error
     n_side = (4 if recipe.context else 3) if kind == "classifier" else 2
-    cfg = DomainConfig(defocus=kind, field_px=n_side * patch, specimens=train_specimens)
+    cfg = DomainConfig(
+        defocus=kind,
+        field_px=n_side * patch,
+        specimens=train_specimens,
+        objective=_preset_name(recipe.objective),
+    )
     if recipe.max_blur_px is not None:
         if kind != "regressor":
             raise InvalidInputError("max_blur_px applies to the regressor only")
@@ -334,7 +349,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     duration = time.time() - t0
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    pt = out_dir / f"{kind}.pt"
+    stem = model_file_stem(kind, cfg.objective)
+    pt = out_dir / f"{stem}.pt"
     with atomic_path(pt) as tmp:
         torch.save(model.state_dict(), tmp)
     arch = {"class": type(model).__name__, "widths": list(model.widths)}
@@ -384,11 +400,28 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
             "eval_seed": EVAL_SEED_OFFSET + recipe.seed,
             "n_train_patches": len(train_set),
             "n_eval_patches": len(eval_set),
+            "objective": cfg.objective,
         },
         "evaluation": {"held_out_patches": evaluation},
     }
-    atomic_write_text(out_dir / f"{kind}.json", json.dumps(card, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _preset_name(name: str | None) -> str | None:
+    """The preset's own spelling of an objective name (``20x`` -> ``20X``)."""
+    if name is None:
+        return None
+    from autofocus.optics import get_objective
+
+    return get_objective(name).name
+
+
+def model_file_stem(kind: str, objective: str | None) -> str:
+    """``classifier`` / ``regressor``, or ``classifier-<preset>`` for one objective."""
+    from autofocus.registry import model_stem
+
+    return model_stem(kind, objective)
 
 
 def _check_specimens(names: tuple[str, ...] | None) -> tuple[str, ...]:
