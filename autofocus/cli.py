@@ -284,7 +284,13 @@ def evaluate(
     labelled: Annotated[
         Path | None, typer.Option(help="CSV of file,level or file,in_focus to evaluate instead")
     ] = None,
-    objective: Annotated[str | None, typer.Option(help="objective of the labelled images")] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            help="objective of the labelled images, or the preset every held-out "
+            "classifier image is seen through [random objectives]"
+        ),
+    ] = None,
     n_images: Annotated[int, typer.Option(min=10, help="held-out synthetic images")] = 600,
     seeds_per_specimen: Annotated[int, typer.Option(min=1)] = 4,
     weights: Annotated[

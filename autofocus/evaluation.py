@@ -110,8 +110,13 @@ def evaluate_classifier_synthetic(
     field_px: int = 336,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    objective: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score held-out synthetic images (disjoint seeds, held-out specimen types included)."""
+    """Score held-out synthetic images (disjoint seeds, held-out specimen types included).
+
+    ``objective``: a preset name to see every image through (the scorer is told it, so a
+    classifier trained for that preset is the one evaluated); None: random optics.
+    """
     from dataclasses import replace
 
     from autofocus.training.data import (
@@ -127,6 +132,7 @@ def evaluate_classifier_synthetic(
         DomainConfig(defocus="classifier", max_level=10.5, empty_fraction=0.0),
         specimens=TRAIN_SPECIMENS + HELD_OUT_SPECIMENS,
         field_px=field_px,
+        objective=None if objective is None else get_objective(objective).name,
     )
     true, scores, rows = [], [], []
     for i in range(n_images):

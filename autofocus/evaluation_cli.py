@@ -35,8 +35,10 @@ def run_evaluation(
     from autofocus.scorer import LocalScorer
 
     sc = scorer or LocalScorer()
-    payload: dict[str, Any] = {"model_version": sc.model_version}
-    md = [f"# Evaluation of {sc.model_version}\n"]
+    obj = get_objective(objective) if objective else None
+    version = sc.model_version_for(obj) if hasattr(sc, "model_version_for") else sc.model_version
+    payload: dict[str, Any] = {"model_version": version, "objective": objective}
+    md = [f"# Evaluation of {version}\n"]
     if labelled is not None:
         figs = evaluate_labelled_folder(
             sc, labelled, get_objective(objective) if objective else None
@@ -55,12 +57,16 @@ def run_evaluation(
         if what in ("classifier", "all"):
             t = progress.add_task("classifier: held-out images", total=n_images)
             figs, rows = evaluate_classifier_synthetic(
-                sc, n_images=n_images, progress=lambda i, n: progress.update(t, completed=i)
+                sc,
+                n_images=n_images,
+                progress=lambda i, n: progress.update(t, completed=i),
+                objective=obj.name if obj else None,
             )
             payload["classifier"] = figs
             payload["classifier_rows"] = rows
             plot_confusion(figs["confusion_matrix"], out_dir / "confusion_matrix.png")
-            md.append("## Classifier (held-out synthetic images, full scoring pipeline)\n")
+            seen = f"all through {obj.name}" if obj else "random objectives"
+            md.append(f"## Classifier (held-out synthetic images, {seen}, full scoring pipeline)\n")
             keys = [
                 "n_images",
                 "n_undetermined",

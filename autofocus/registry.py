@@ -1,6 +1,10 @@
 """Shipped model weights: a state_dict (``NAME.pt``) plus a JSON model card (``NAME.json``)
 inside the package, loaded with ``importlib.resources``, checked against the card's
 sha256 and read with ``torch.load(weights_only=True)`` and ``strict=True``.
+
+A classifier may also be trained for one objective preset (``autofocus train classifier
+--objective 20X``); it is stored as ``classifier-20X.pt/.json`` beside the general one,
+and :class:`autofocus.scorer.LocalScorer` uses it for frames taken with that preset.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autofocus.errors import ModelWeightsError, UnknownNameError
 
-__all__ = ["MODEL_NAMES", "ModelCard", "load_card", "load_model", "sha256_file"]
+__all__ = [
+    "MODEL_NAMES",
+    "ModelCard",
+    "has_model",
+    "load_card",
+    "load_model",
+    "model_stem",
+    "sha256_file",
+]
 
 MODEL_NAMES = ("classifier", "regressor")
 
@@ -61,24 +73,41 @@ def _weights_dir() -> Path:
     return Path(str(resources.files("autofocus") / "weights"))
 
 
-def _paths(name: str, weights_dir: Path | None) -> tuple[Path, Path]:
+def _paths(name: str, weights_dir: Path | None, objective: str | None = None) -> tuple[Path, Path]:
     if name not in MODEL_NAMES:
         raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     d = weights_dir or _weights_dir()
-    return d / f"{name}.pt", d / f"{name}.json"
+    stem = model_stem(name, objective)
+    return d / f"{stem}.pt", d / f"{stem}.json"
 
 
-def load_card(name: str, weights_dir: Path | None = None) -> ModelCard:
-    _, card_path = _paths(name, weights_dir)
+def has_model(
+    name: str, weights_dir: str | Path | None = None, objective: str | None = None
+) -> bool:
+    """Whether a model card exists (e.g. a classifier trained for one objective preset)."""
+    _, card_path = _paths(name, Path(weights_dir) if weights_dir else None, objective)
+    return card_path.is_file()
+
+
+def load_card(
+    name: str, weights_dir: Path | None = None, objective: str | None = None
+) -> ModelCard:
+    _, card_path = _paths(name, weights_dir, objective)
     if not card_path.is_file():
         raise ModelWeightsError(
             f"model card {card_path} is missing; reinstall the package or retrain with "
             f"'autofocus train {name}'"
         )
     try:
-        return ModelCard.model_validate(json.loads(card_path.read_text("utf-8")))
+        card = ModelCard.model_validate(json.loads(card_path.read_text("utf-8")))
     except (json.JSONDecodeError, ValidationError) as exc:
         raise ModelWeightsError(f"model card {card_path} is invalid: {exc}") from exc
+    if card.data.get("objective") != objective:
+        raise ModelWeightsError(
+            f"model card {card_path} was trained for objective "
+            f"{card.data.get('objective')!r}, not {objective!r}"
+        )
+    return card
 
 
 def build_model(card: ModelCard) -> Any:
@@ -103,13 +132,15 @@ def build_model(card: ModelCard) -> Any:
         ) from e
 
 
-@lru_cache(maxsize=8)
-def _load_cached(name: str, weights_dir: str | None) -> tuple[Any, ModelCard]:
+@lru_cache(maxsize=16)
+def _load_cached(
+    name: str, weights_dir: str | None, objective: str | None
+) -> tuple[Any, ModelCard]:
     import torch
 
     wd = Path(weights_dir) if weights_dir else None
-    card = load_card(name, wd)
-    pt, _ = _paths(name, wd)
+    card = load_card(name, wd, objective)
+    pt, _ = _paths(name, wd, objective)
     if not pt.is_file():
         raise ModelWeightsError(f"weights file {pt} is missing")
     digest = sha256_file(pt)
@@ -132,6 +163,12 @@ def _load_cached(name: str, weights_dir: str | None) -> tuple[Any, ModelCard]:
     return model, card
 
 
-def load_model(name: str, weights_dir: str | Path | None = None) -> tuple[Any, ModelCard]:
-    """Return ``(model in eval mode, card)``; cached per process.  Raises ModelWeightsError."""
-    return _load_cached(name, str(weights_dir) if weights_dir else None)
+def load_model(
+    name: str, weights_dir: str | Path | None = None, objective: str | None = None
+) -> tuple[Any, ModelCard]:
+    """Return ``(model in eval mode, card)``; cached per process.  Raises ModelWeightsError.
+
+    ``objective``: the preset a classifier was trained for (``classifier-<preset>``);
+    its card must say so.
+    """
+    return _load_cached(name, str(weights_dir) if weights_dir else None, objective)

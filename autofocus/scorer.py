@@ -5,7 +5,9 @@ pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
 normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
 networks in batches under ``torch.inference_mode`` -> aggregate.  A classifier whose
 card says ``context`` also gets each patch's 2x2-binned surroundings, normalised the
-same way, as a second channel (:func:`autofocus.tiling.extract_context`).
+same way, as a second channel (:func:`autofocus.tiling.extract_context`).  Frames taken
+with an objective preset that has its own classifier (``classifier-<preset>``, trained
+for that objective's optics only) are scored by it; all others by the general one.
 
 Aggregation
 -----------
@@ -77,6 +79,10 @@ class LocalScorer:
         reg, self.regressor_card = load_model("regressor", weights_dir)
         self._cls = cls.to(self._device)
         self._reg = reg.to(self._device)
+        self._weights_dir = weights_dir
+        # objective preset name -> its own classifier, or None: use the general one
+        self._per_objective: dict[str, tuple[Any, Any] | None] = {}
+        self._load_lock = threading.Lock()
         self.texture_threshold = float(texture_threshold)
         self.in_focus_max_level = int(in_focus_max_level)
         self.min_weight = float(min_weight)
@@ -86,6 +92,34 @@ class LocalScorer:
     @property
     def model_version(self) -> str:
         return f"{self.classifier_card.model_id}+{self.regressor_card.model_id}"
+
+    def classifier_for(self, objective: Objective | None) -> tuple[Any, Any]:
+        """``(network, card)`` of the classifier for frames taken with ``objective``.
+
+        A classifier trained for one objective preset (``classifier-<preset>`` beside the
+        general one) is used when ``objective`` *is* that preset (same name and optics);
+        any other objective, or none, gets the general classifier.
+        """
+        from autofocus.optics import OBJECTIVE_PRESETS
+        from autofocus.registry import has_model, load_model
+
+        if objective is None or OBJECTIVE_PRESETS.get(objective.name) != objective:
+            return self._cls, self.classifier_card
+        name = objective.name
+        with self._load_lock:
+            if name not in self._per_objective:
+                found = None
+                if has_model("classifier", self._weights_dir, name):
+                    net, card = load_model("classifier", self._weights_dir, name)
+                    found = (net.to(self._device), card)
+                self._per_objective[name] = found
+            found = self._per_objective[name]
+        return found if found is not None else (self._cls, self.classifier_card)
+
+    def model_version_for(self, objective: Objective | None) -> str:
+        """``model_version`` of the pair that scores frames taken with ``objective``."""
+        card = self.classifier_for(objective)[1]
+        return f"{card.model_id}+{self.regressor_card.model_id}"
 
     # ---- forward passes ------------------------------------------------------
     def _run(self, net: Any, x: np.ndarray) -> np.ndarray:
@@ -124,7 +158,7 @@ class LocalScorer:
             blur_px=b,
             blur_spread_px=spread,
             textured_fraction=float(textured_r.mean()),
-            model_version=self.model_version,
+            model_version=self.model_version_for(objective),
             regressor_patches=_regressor_grid(rg, blur, tex_r, astig) if with_patches else None,
         )
 
@@ -148,12 +182,14 @@ class LocalScorer:
         if isinstance(frames, np.ndarray) and frames.ndim == 2:
             raise InvalidFrameError("score_batch takes a sequence of frames; use score()")
         prepared = [prepare_frame(f, CLASSIFIER_PATCH) for f in frames]
+        net, card = self.classifier_for(objective)
+        version = f"{card.model_id}+{self.regressor_card.model_id}"
         c_grids, r_grids, c_parts, r_parts, c_sig, r_sig = [], [], [], [], [], []
         for f in prepared:
             cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
             fr = _pad_to(f, REGRESSOR_PATCH)
             rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
-            cp, cs = self._classifier_input(f, cg)
+            cp, cs = self._classifier_input(f, cg, net)
             rp, rs = normalise_patches(extract_patches(fr, rg))
             c_grids.append(cg)
             r_grids.append(rg)
@@ -161,7 +197,7 @@ class LocalScorer:
             r_parts.append(rp)
             c_sig.append(cs)
             r_sig.append(rs)
-        logits = self._run(self._cls, np.concatenate(c_parts))
+        logits = self._run(net, np.concatenate(c_parts))
         reg_out = self._run(self._reg, np.concatenate(r_parts))
         results = []
         ci = ri = 0
@@ -177,16 +213,19 @@ class LocalScorer:
                     r_sig[k],
                     objective,
                     with_patches,
+                    version,
                 )
             )
             ci += nc
             ri += nr
         return results
 
-    def _classifier_input(self, f: np.ndarray, cg: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+    def _classifier_input(
+        self, f: np.ndarray, cg: TileGrid, net: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Normalised patches ``(n, s, s)``, or ``(n, 2, s, s)`` with their context."""
         cp, cs = normalise_patches(extract_patches(f, cg))
-        if not getattr(self._cls, "context", False):
+        if not getattr(self._cls if net is None else net, "context", False):
             return cp, cs
         ctx, _ = normalise_patches(extract_context(f, cg))
         return np.stack([cp, ctx], axis=1), cs
@@ -202,6 +241,7 @@ class LocalScorer:
         r_sig: np.ndarray,
         objective: Objective | None,
         with_patches: bool,
+        model_version: str,
     ) -> FocusScore:
         from autofocus.models import certainty
 
@@ -265,7 +305,7 @@ class LocalScorer:
             verdict=verdict,
             abs_dz_um=dz_b,
             abs_dz_um_from_level=dz_l,
-            model_version=self.model_version,
+            model_version=model_version,
             classifier_patches=cgrid,
             regressor_patches=rgrid,
         )

@@ -48,6 +48,33 @@ def write_tiny_weights(folder: Path, seed: int = 0, *, context: bool = False) ->
     return folder
 
 
+def write_objective_classifier(folder: Path, objective: str, seed: int = 7) -> Path:
+    """A tiny classifier stored as trained for one preset (``classifier-<objective>``)."""
+    import torch
+
+    from autofocus.models import DefocusClassifier
+    from autofocus.registry import sha256_file
+
+    torch.manual_seed(seed)
+    model = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8).eval()
+    pt = folder / f"classifier-{objective}.pt"
+    torch.save(model.state_dict(), pt)
+    card = {
+        "name": "classifier",
+        "version": "test",
+        "architecture": {"class": "DefocusClassifier", "widths": [4, 4, 8, 8], "hidden": 8},
+        "input_size": 84,
+        "normalisation": "per patch",
+        "outputs": [f"o{i}" for i in range(11)],
+        "sha256": sha256_file(pt),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "training": {"command": "tests"},
+        "data": {"objective": objective},
+    }
+    (folder / f"classifier-{objective}.json").write_text(json.dumps(card))
+    return folder
+
+
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
     return write_tiny_weights(tmp_path / "weights")
@@ -61,3 +88,9 @@ def make_tiny_weights(tmp_path: Path):
         return write_tiny_weights(tmp_path / f"weights-{int(context)}", context=context)
 
     return make
+
+
+@pytest.fixture
+def add_objective_classifier():
+    """``add(folder, objective)``: store a tiny classifier trained 'for' that preset."""
+    return write_objective_classifier

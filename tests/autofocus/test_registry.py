@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from autofocus.errors import ModelWeightsError, UnknownNameError
-from autofocus.registry import load_card, load_model
+from autofocus.registry import has_model, load_card, load_model
 
 
 def test_loads_valid_weights(tiny_weights: Path) -> None:
@@ -47,3 +47,21 @@ def test_card_with_impossible_architecture_is_refused(tiny_weights: Path) -> Non
     path.write_text(json.dumps(card))
     with pytest.raises(ModelWeightsError, match="architecture"):
         load_model("classifier", tiny_weights)
+
+
+def test_a_classifier_for_one_objective_loads_beside_the_general_one(
+    tiny_weights: Path, add_objective_classifier
+) -> None:
+    import json
+
+    assert not has_model("classifier", tiny_weights, "20X")
+    add_objective_classifier(tiny_weights, "20X")
+    assert has_model("classifier", tiny_weights, "20X")
+    general, _ = load_model("classifier", tiny_weights)
+    own, card = load_model("classifier", tiny_weights, "20X")
+    assert own is not general and card.data["objective"] == "20X"
+    # a card must be for the objective its file name says
+    card_json = json.loads((tiny_weights / "classifier-20X.json").read_text())
+    (tiny_weights / "classifier-10X.json").write_text(json.dumps(card_json))
+    with pytest.raises(ModelWeightsError, match="trained for objective '20X', not '10X'"):
+        load_card("classifier", tiny_weights, "10X")

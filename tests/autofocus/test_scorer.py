@@ -1,6 +1,8 @@
 """Scorer pipeline tests with tiny random weights (the shipped models are tested in
 test_shipped_models.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,29 @@ def test_context_input_is_the_training_input(make_tiny_weights) -> None:
     np.testing.assert_allclose(x[:, 1], trained[:, 1], rtol=1e-3, atol=1e-3)
     # and the context matters to the verdict's inputs: it is not the patch again
     assert not np.allclose(x[:, 0], x[:, 1], atol=0.1)
+
+
+def test_a_preset_with_its_own_classifier_is_scored_by_it(
+    tiny_weights: Path, add_objective_classifier
+) -> None:
+    add_objective_classifier(tiny_weights, "20X")
+    scorer = LocalScorer(weights_dir=str(tiny_weights))
+    frame = np.random.default_rng(2).poisson(500.0, (256, 256)).astype(np.uint16)
+    preset = get_objective("20X")
+    own = scorer.score(frame, preset)
+    general = scorer.score(frame, None)
+    assert own.model_version.startswith("classifier-test-") and own.model_version != (
+        general.model_version
+    )
+    assert own.model_version == scorer.model_version_for(preset)
+    assert scorer.blur_score(frame, preset).model_version == own.model_version
+    assert not np.allclose(own.probabilities, general.probabilities)
+    assert own.blur_px == general.blur_px  # one regressor for every objective
+    # same name, other optics: not that preset, so the general classifier
+    other = preset.model_copy(update={"na": 0.6})
+    assert scorer.score(frame, other).model_version == general.model_version
+    # a preset without its own classifier: the general one
+    assert scorer.score(frame, get_objective("40X")).model_version == general.model_version
+    np.testing.assert_allclose(
+        scorer.score_batch([frame, frame], preset)[1].probabilities, own.probabilities
+    )

@@ -79,6 +79,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"model": "regressor", "max_blur_px": 30.0},
         {"model": "regressor", "max_blur_px": 257.0},
         {"model": "regressor", "context": True},  # the context channel is the classifier's
+        {"model": "regressor", "objective": "20X"},  # one regressor serves every objective
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
@@ -166,3 +167,39 @@ def test_stored_context_is_what_the_scorer_computes() -> None:
     two = build_patchset(2, 0, cfg, 84, workers=2, chunk=1, context=True)
     for name in ("patches", "context", "level", "specimen", "field", "texture"):
         np.testing.assert_array_equal(getattr(two, name), getattr(ps, name))
+
+
+def test_objective_recipe_writes_a_classifier_for_that_preset(tmp_path: Path) -> None:
+    from autofocus.errors import UnknownNameError
+
+    recipe = Recipe(
+        model="classifier",
+        n_fields=29,
+        n_eval_fields=2,
+        epochs=1,
+        threads=1,
+        workers=1,
+        widths=(8, 16),
+        hidden=8,
+        objective="20x",  # the preset's own spelling is what gets recorded
+    )
+    card = train(recipe, tmp_path, command="autofocus train classifier --objective 20x (test)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "classifier-20X.json",
+        "classifier-20X.pt",
+    ]
+    assert card["data"]["objective"] == card["data"]["domain"]["objective"] == "20X"
+    _, loaded = load_model("classifier", tmp_path, "20X")
+    assert loaded.sha256 == card["sha256"]
+    with pytest.raises(UnknownNameError):
+        train(Recipe(model="classifier", n_fields=29, objective="25X"), tmp_path / "no")
+    assert not (tmp_path / "no").exists()
+
+
+def test_objective_fields_are_seen_through_that_preset() -> None:
+    from autofocus.optics import get_objective
+    from autofocus.training.data import DomainConfig, render_field_sample
+
+    fs = render_field_sample(3, 0, DomainConfig(field_px=84, objective="40X"))
+    assert fs.objective == get_objective("40X")
+    assert render_field_sample(3, 0, DomainConfig(field_px=84)).objective.name == "random"
