@@ -14,6 +14,8 @@ from autofocus.registry import MODEL_NAMES, load_card, sha256_file
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "autofocus" / "weights"
 MAX_BYTES = 4_000_000
+OBJECTIVE_CLASSIFIERS = ("10X", "20X", "40X")
+"""Presets with their own shipped classifier (``classifier-<preset>``)."""
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,19 @@ def test_weights_and_cards_ship_small_and_consistent(name: str) -> None:
     assert card.training["command"].startswith("autofocus train " + name)
     assert card.training["recipe"]["seed"] == card.data["train_seed"]
     assert card.evaluation  # evaluation figures recorded
+
+
+@pytest.mark.parametrize("objective", OBJECTIVE_CLASSIFIERS)
+def test_per_objective_classifiers_ship_small_and_consistent(objective: str) -> None:
+    pt = WEIGHTS / f"classifier-{objective}.pt"
+    assert pt.is_file() and pt.stat().st_size < MAX_BYTES
+    card = load_card("classifier", objective=objective)
+    assert card.sha256 == sha256_file(pt)
+    assert card.training["command"].startswith(
+        f"autofocus train classifier --objective {objective} "
+    )
+    assert card.training["recipe"]["objective"] == card.data["objective"] == objective
+    assert card.evaluation
 
 
 def test_weights_are_in_the_built_wheel(tmp_path: Path) -> None:
@@ -56,9 +71,10 @@ def test_weights_are_in_the_built_wheel(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for name in MODEL_NAMES:
-        assert f"autofocus/weights/{name}.pt" in names
-        assert f"autofocus/weights/{name}.json" in names
+    stems = [*MODEL_NAMES, *(f"classifier-{o}" for o in OBJECTIVE_CLASSIFIERS)]
+    for stem in stems:
+        assert f"autofocus/weights/{stem}.pt" in names
+        assert f"autofocus/weights/{stem}.json" in names
     assert "simulators/demo.cfg" in names
 
 
@@ -79,17 +95,27 @@ def _series(specimen: str, objective: str, levels: np.ndarray, seed: int = 11):
     )
 
 
+@pytest.mark.parametrize("classifier", ["20X", "general"])
 @pytest.mark.parametrize(
     ("specimen", "trained_on"),
     [("nuclei", True), ("calibration_slide", True), ("microtubules", False)],
 )
-def test_level_ordering_through_focus(scorer, specimen: str, trained_on: bool) -> None:
+def test_level_ordering_through_focus(
+    scorer, specimen: str, trained_on: bool, classifier: str
+) -> None:
     """Levels and b rise monotonically away from focus; for specimen types seen in
     training they are also within a level of the truth.  Microtubules are held out of
-    training and read about 1.5 levels too blurry at focus (reported, not hidden)."""
+    training and read about 1.5 levels too blurry at focus (reported, not hidden).
+    Checked with the 20X preset's own classifier and with the general one (a frame
+    whose objective the scorer is not told)."""
     levels = np.arange(0, 11, 2.0)
     obj, series = _series(specimen, "20X", levels)
-    scores = scorer.score_batch(list(series.frames), obj)
+    scores = scorer.score_batch(list(series.frames), obj if classifier == "20X" else None)
+    assert scores[0].model_version.startswith(
+        "classifier-1.0-" + load_card("classifier", objective=obj.name).sha256[:12]
+        if classifier == "20X"
+        else scorer.model_version
+    )
     expected = np.array([s.expected_level for s in scores])
     assert all(s.determined for s in scores[:4])
     # monotone (non-decreasing up to a small tolerance) and close to the truth
