@@ -26,7 +26,10 @@ CSV_COLUMNS = [
     "textured_fraction",
     "abs_dz_um",
     *[f"p{k}" for k in range(N_LEVELS)],
+    "model_version",
 ]
+"""One row per image; ``model_version`` names the classifier and regressor that scored
+it (a preset with its own classifier, ``--objective 20X``, gets that one)."""
 
 
 def score_files(
@@ -65,6 +68,7 @@ def score_files(
                 f"{s.textured_fraction:.3f}",
                 "" if s.abs_dz_um is None else f"{s.abs_dz_um:.3f}",
                 *[f"{p:.5f}" for p in s.probabilities],
+                s.model_version,
             ]
         )
         if overlays is not None:

@@ -177,3 +177,50 @@ def test_unreadable_images_are_one_line_errors(tmp_path: Path, capsys) -> None:
         assert main(["score", str(tmp_path / name), "--csv", str(tmp_path / "s.csv")]) == 2
         err = capsys.readouterr().err
         assert why in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_writes_one_row_per_image_and_overlays(tmp_path: Path) -> None:
+    """``autofocus score`` end to end with the shipped models on rendered frames."""
+    import csv
+
+    from autofocus.optics import get_objective
+    from autofocus.registry import load_card
+    from autofocus.scoring_cli import CSV_COLUMNS
+    from simulators.camera import CameraModel
+    from simulators.render import render_field
+    from simulators.specimens import make_specimen
+
+    obj = get_objective("20X")
+    spec = make_specimen("tissue", seed=5)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, dz in (("sharp", 0.0), ("blurred", obj.level_to_dz_um(8.0))):
+        sig = render_field(spec, obj, dz, 0.0, 0.0, (256, 256))
+        tifffile.imwrite(
+            images / f"{name}.tif", CameraModel().expose(sig, np.random.default_rng(1))
+        )
+    out = tmp_path / "s.csv"
+    ov = tmp_path / "ov"
+    assert (
+        main(["score", str(images), "--csv", str(out), "--overlays", str(ov), "--objective", "20X"])
+        == 0
+    )
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == CSV_COLUMNS
+    by_file = {Path(r[0]).stem: dict(zip(CSV_COLUMNS, r, strict=True)) for r in rows[1:]}
+    assert set(by_file) == {"sharp", "blurred"}
+    assert by_file["sharp"]["verdict"] == "in_focus"
+    assert by_file["blurred"]["verdict"] == "out_of_focus"
+    assert int(by_file["blurred"]["predicted_level"]) >= 6
+    for r in by_file.values():
+        assert sum(float(r[f"p{k}"]) for k in range(11)) == pytest.approx(1.0, abs=1e-3)
+        # the 20X preset's own classifier scored it
+        own = load_card("classifier", objective="20X").sha256[:12]
+        assert r["model_version"].startswith(f"classifier-1.0-{own}+regressor-")
+    assert sorted(p.name for p in ov.iterdir()) == ["blurred_overlay.png", "sharp_overlay.png"]
+    # without an objective: the general classifier, and no |dz|
+    assert main(["score", str(images), "--csv", str(out)]) == 0
+    rows = list(csv.reader(out.open()))
+    general = load_card("classifier").sha256[:12]
+    assert all(r[-1].startswith(f"classifier-1.0-{general}+") for r in rows[1:])
+    assert all(r[CSV_COLUMNS.index("abs_dz_um")] == "" for r in rows[1:])
