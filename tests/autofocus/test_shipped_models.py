@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autofocus.optics import get_objective
+from autofocus.optics import OBJECTIVE_PRESETS, get_objective
 from autofocus.registry import MODEL_NAMES, load_card, sha256_file
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "autofocus" / "weights"
 MAX_BYTES = 4_000_000
-OBJECTIVE_CLASSIFIERS = ("10X", "20X", "40X")
-"""Presets with their own shipped classifier (``classifier-<preset>``)."""
+OBJECTIVE_CLASSIFIERS = tuple(OBJECTIVE_PRESETS)
+"""Every preset ships its own classifier (``classifier-<preset>``)."""
 
 
 @pytest.fixture(scope="module")
