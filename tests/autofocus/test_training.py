@@ -13,6 +13,21 @@ from autofocus.registry import load_model
 from autofocus.training.train import Recipe, train
 
 
+def _tiny(**changes) -> Recipe:
+    """A recipe that trains in seconds: one epoch of a two-block trunk on a few fields."""
+    base = {
+        "model": "classifier",
+        "n_fields": 29,
+        "n_eval_fields": 2,
+        "epochs": 1,
+        "threads": 1,
+        "workers": 1,
+        "widths": (8, 16),
+        "hidden": 8,
+    }
+    return Recipe(**{**base, **changes})
+
+
 def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Path) -> None:
     recipe = Recipe(
         model="classifier",
@@ -100,17 +115,7 @@ def test_cli_lists_must_be_integers(tmp_path: Path, capsys, flag: str) -> None:
 
 
 def test_regressor_blur_range_is_recorded_in_the_card(tmp_path: Path) -> None:
-    recipe = Recipe(
-        model="regressor",
-        n_fields=64,
-        n_eval_fields=4,
-        epochs=1,
-        threads=1,
-        workers=1,
-        widths=(8, 16),
-        hidden=8,
-        max_blur_px=140.0,
-    )
+    recipe = _tiny(model="regressor", n_fields=64, n_eval_fields=4, max_blur_px=140.0)
     card = train(recipe, tmp_path, command="autofocus train regressor (test)")
     assert card["training"]["recipe"]["max_blur_px"] == 140.0
     assert card["data"]["domain"]["max_blur_px"] == 140.0
@@ -124,18 +129,8 @@ def test_cli_refuses_a_blur_range_for_the_classifier(tmp_path: Path, capsys) -> 
 
 
 def test_context_recipe_trains_a_two_channel_model(tmp_path: Path) -> None:
-    recipe = Recipe(
-        model="classifier",
-        n_fields=16,  # 4x4 patches per field with context: one batch of 256
-        n_eval_fields=2,
-        epochs=1,
-        threads=1,
-        workers=1,
-        widths=(8, 16),
-        hidden=8,
-        spectral_bins=6,
-        context=True,
-    )
+    # 4x4 patches per field with context: 16 fields give one batch of 256
+    recipe = _tiny(n_fields=16, spectral_bins=6, context=True)
     card = train(recipe, tmp_path, command="autofocus train classifier --context (test)")
     assert card["architecture"]["context"] is True
     assert card["data"]["domain"]["field_px"] == 336
@@ -172,17 +167,7 @@ def test_stored_context_is_what_the_scorer_computes() -> None:
 def test_objective_recipe_writes_a_classifier_for_that_preset(tmp_path: Path) -> None:
     from autofocus.errors import UnknownNameError
 
-    recipe = Recipe(
-        model="classifier",
-        n_fields=29,
-        n_eval_fields=2,
-        epochs=1,
-        threads=1,
-        workers=1,
-        widths=(8, 16),
-        hidden=8,
-        objective="20x",  # the preset's own spelling is what gets recorded
-    )
+    recipe = _tiny(objective="20x")  # the preset's own spelling is what gets recorded
     card = train(recipe, tmp_path, command="autofocus train classifier --objective 20x (test)")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "classifier-20X.json",
