@@ -212,7 +212,8 @@ def train(
     from dataclasses import replace
 
     from autofocus.errors import UnknownNameError
-    from autofocus.training.train import Recipe, default_command, model_file_stem
+    from autofocus.registry import model_stem
+    from autofocus.training.train import Recipe, default_command
     from autofocus.training.train import train as run_training
 
     if model not in ("classifier", "regressor"):
@@ -238,7 +239,7 @@ def train(
     _at_least(logging.INFO)
     card = run_training(recipe, output, command=default_command())
     typer.echo(json.dumps(card["evaluation"], indent=2))
-    stem = model_file_stem(model, card["data"]["objective"])
+    stem = model_stem(model, card["data"]["objective"])
     typer.echo(f"wrote {output / (stem + '.pt')} and {output / (stem + '.json')}")
 
 

@@ -40,9 +40,7 @@ def run_evaluation(
     payload: dict[str, Any] = {"model_version": version, "objective": objective}
     md = [f"# Evaluation of {version}\n"]
     if labelled is not None:
-        figs = evaluate_labelled_folder(
-            sc, labelled, get_objective(objective) if objective else None
-        )
+        figs = evaluate_labelled_folder(sc, labelled, obj)
         payload["labelled"] = figs
         md.append(
             markdown_table(

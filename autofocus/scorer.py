@@ -91,7 +91,8 @@ class LocalScorer:
 
     @property
     def model_version(self) -> str:
-        return f"{self.classifier_card.model_id}+{self.regressor_card.model_id}"
+        """The general classifier and the regressor (see :meth:`model_version_for`)."""
+        return self.model_version_for(None)
 
     def classifier_for(self, objective: Objective | None) -> tuple[Any, Any]:
         """``(network, card)`` of the classifier for frames taken with ``objective``.
@@ -118,8 +119,7 @@ class LocalScorer:
 
     def model_version_for(self, objective: Objective | None) -> str:
         """``model_version`` of the pair that scores frames taken with ``objective``."""
-        card = self.classifier_for(objective)[1]
-        return f"{card.model_id}+{self.regressor_card.model_id}"
+        return f"{self.classifier_for(objective)[1].model_id}+{self.regressor_card.model_id}"
 
     # ---- forward passes ------------------------------------------------------
     def _run(self, net: Any, x: np.ndarray) -> np.ndarray:
@@ -182,8 +182,8 @@ class LocalScorer:
         if isinstance(frames, np.ndarray) and frames.ndim == 2:
             raise InvalidFrameError("score_batch takes a sequence of frames; use score()")
         prepared = [prepare_frame(f, CLASSIFIER_PATCH) for f in frames]
-        net, card = self.classifier_for(objective)
-        version = f"{card.model_id}+{self.regressor_card.model_id}"
+        net, _ = self.classifier_for(objective)
+        version = self.model_version_for(objective)
         c_grids, r_grids, c_parts, r_parts, c_sig, r_sig = [], [], [], [], [], []
         for f in prepared:
             cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
@@ -220,12 +220,12 @@ class LocalScorer:
             ri += nr
         return results
 
-    def _classifier_input(
-        self, f: np.ndarray, cg: TileGrid, net: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised patches ``(n, s, s)``, or ``(n, 2, s, s)`` with their context."""
+    @staticmethod
+    def _classifier_input(f: np.ndarray, cg: TileGrid, net: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``net``'s input: normalised patches ``(n, s, s)``, or ``(n, 2, s, s)`` with
+        their context when ``net`` reads it."""
         cp, cs = normalise_patches(extract_patches(f, cg))
-        if not getattr(self._cls if net is None else net, "context", False):
+        if not getattr(net, "context", False):
             return cp, cs
         ctx, _ = normalise_patches(extract_context(f, cg))
         return np.stack([cp, ctx], axis=1), cs

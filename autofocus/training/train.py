@@ -245,7 +245,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     import torch
 
     from autofocus.models import CLASSIFIER_PATCH, REGRESSOR_PATCH
-    from autofocus.registry import sha256_file
+    from autofocus.optics import get_objective
+    from autofocus.registry import model_stem, sha256_file
 
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
@@ -255,18 +256,15 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     train_specimens = _check_specimens(recipe.specimens)
     if recipe.context and kind != "classifier":
         raise InvalidInputError("context applies to the classifier only")
-    if recipe.objective is not None:
-        if kind != "classifier":
-            raise InvalidInputError("objective applies to the classifier only")
-        from autofocus.optics import get_objective
-
-        get_objective(recipe.objective)  # a known preset, or a clear error
+    if recipe.objective is not None and kind != "classifier":
+        raise InvalidInputError("objective applies to the classifier only")
     n_side = (4 if recipe.context else 3) if kind == "classifier" else 2
     cfg = DomainConfig(
         defocus=kind,
         field_px=n_side * patch,
         specimens=train_specimens,
-        objective=_preset_name(recipe.objective),
+        # the preset's own spelling ("20x" -> "20X"), or a clear error for an unknown one
+        objective=None if recipe.objective is None else get_objective(recipe.objective).name,
     )
     if recipe.max_blur_px is not None:
         if kind != "regressor":
@@ -349,7 +347,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     duration = time.time() - t0
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = model_file_stem(kind, cfg.objective)
+    stem = model_stem(kind, cfg.objective)
     pt = out_dir / f"{stem}.pt"
     with atomic_path(pt) as tmp:
         torch.save(model.state_dict(), tmp)
@@ -406,22 +404,6 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     }
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(card, indent=2) + "\n")
     return card
-
-
-def _preset_name(name: str | None) -> str | None:
-    """The preset's own spelling of an objective name (``20x`` -> ``20X``)."""
-    if name is None:
-        return None
-    from autofocus.optics import get_objective
-
-    return get_objective(name).name
-
-
-def model_file_stem(kind: str, objective: str | None) -> str:
-    """``classifier`` / ``regressor``, or ``classifier-<preset>`` for one objective."""
-    from autofocus.registry import model_stem
-
-    return model_stem(kind, objective)
 
 
 def _check_specimens(names: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -134,7 +134,7 @@ def test_context_input_is_the_training_input(make_tiny_weights) -> None:
     scorer = LocalScorer(weights_dir=str(make_tiny_weights(context=True)))
     frame = np.random.default_rng(5).poisson(300.0, (300, 190)).astype(np.uint16)
     grid = TileGrid.for_shape(frame.shape, 84)
-    x, has_signal = scorer._classifier_input(frame, grid)
+    x, has_signal = scorer._classifier_input(frame, grid, scorer.classifier_for(None)[0])
     assert x.shape == (12, 2, 84, 84) and has_signal.all()
     ctx, _ = normalise_patches(extract_context(frame, grid))
     trained = _model_input(extract_patches(frame, grid), ctx.astype(np.float16))
