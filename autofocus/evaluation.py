@@ -2,8 +2,9 @@
 
 Classifier (per image, the full scoring pipeline)
 ------------------------------------------------
-Confusion matrix of the predicted level (argmax of the image distribution) against the
-true class, exact and within-one-level accuracy, the in/out-of-focus F-score ("out" is
+Confusion matrix of the predicted level (the median of the image distribution) against
+the true class, exact and within-one-level accuracy (and both again for the argmax of the
+distribution, Yang et al.'s rule, side by side), the in/out-of-focus F-score ("out" is
 the positive class; in focus = levels 0..2), and calibration of certainty: accuracy per
 certainty bin (10 equal bins of ``certainty_aggregate``).  Undetermined images are
 counted and left out of the accuracies.
@@ -65,11 +66,13 @@ def classifier_figures(
     t = np.asarray(true_cls, dtype=int)
     det = np.array([s.determined for s in scores], dtype=bool)
     pred = np.array([s.predicted_level for s in scores], dtype=int)
+    top = np.array([int(np.argmax(s.probabilities)) for s in scores], dtype=int)
     cert = np.array([s.certainty_aggregate for s in scores], dtype=float)
     cm = np.zeros((N_LEVELS, N_LEVELS), dtype=int)
     for a, b in zip(t[det], pred[det], strict=True):
         cm[a, b] += 1
     err = np.abs(pred - t)[det]
+    err_top = np.abs(top - t)[det]
     out_true = t[det] > in_focus_max
     out_pred = np.array([s.verdict == "out_of_focus" for s in scores])[det]
     tp = int((out_true & out_pred).sum())
@@ -96,6 +99,10 @@ def classifier_figures(
         "n_undetermined": int((~det).sum()),
         "exact_accuracy": float((err == 0).mean()) if err.size else float("nan"),
         "within_one_accuracy": float((err <= 1).mean()) if err.size else float("nan"),
+        "argmax_exact_accuracy": float((err_top == 0).mean()) if err.size else float("nan"),
+        "argmax_within_one_accuracy": (
+            float((err_top <= 1).mean()) if err.size else float("nan")
+        ),
         "out_of_focus_precision": precision,
         "out_of_focus_recall": recall,
         "in_out_f1": f1,

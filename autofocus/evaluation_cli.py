@@ -27,6 +27,7 @@ def run_evaluation(
     objective: str | None = None,
     n_images: int = 600,
     seeds_per_specimen: int = 4,
+    seed: int = 0,
     scorer: Any = None,
 ) -> str:
     from rich.progress import Progress
@@ -37,8 +38,9 @@ def run_evaluation(
     sc = scorer or LocalScorer()
     obj = get_objective(objective) if objective else None
     version = sc.model_version_for(obj) if hasattr(sc, "model_version_for") else sc.model_version
-    payload: dict[str, Any] = {"model_version": version, "objective": objective}
-    md = [f"# Evaluation of {version}\n"]
+    payload: dict[str, Any] = {"model_version": version, "objective": objective, "seed": seed}
+    held_out = "" if seed == 0 else f" (validation stream {seed}, not the reported set)"
+    md = [f"# Evaluation of {version}{held_out}\n"]
     if labelled is not None:
         figs = evaluate_labelled_folder(sc, labelled, obj)
         payload["labelled"] = figs
@@ -57,6 +59,7 @@ def run_evaluation(
             figs, rows = evaluate_classifier_synthetic(
                 sc,
                 n_images=n_images,
+                seed=seed,
                 progress=lambda i, n: progress.update(t, completed=i),
                 objective=obj.name if obj else None,
             )
@@ -70,6 +73,8 @@ def run_evaluation(
                 "n_undetermined",
                 "exact_accuracy",
                 "within_one_accuracy",
+                "argmax_exact_accuracy",
+                "argmax_within_one_accuracy",
                 "out_of_focus_precision",
                 "out_of_focus_recall",
                 "in_out_f1",
@@ -112,6 +117,7 @@ def run_evaluation(
             results, detail = evaluate_invariance(
                 sc,
                 seeds_per_specimen=seeds_per_specimen,
+                seed=seed,
                 progress=lambda i, n: progress.update(t, completed=i),
             )
             payload["invariance"] = results

@@ -29,6 +29,7 @@ __all__ = [
     "YangNet",
     "ZernikeRegressor",
     "certainty",
+    "median_level",
     "rps_loss",
 ]
 
@@ -247,3 +248,16 @@ def certainty(p: np.ndarray, axis: int = -1) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=axis)
     return 1.0 - h / math.log(k)
+
+
+def median_level(p: np.ndarray) -> int:
+    """Median of an ordered level distribution: the smallest k with ``CDF(k) >= 1/2``.
+
+    The image's predicted level.  The classifier is trained on the CDF (RPS loss), and
+    the median is the point estimate with the least expected |error| in levels; on
+    validation renders (seeds apart from the held-out set) it was within one level more
+    often than the argmax for the general and every preset's classifier (+1.3 to +4.6
+    points) at a cost of up to 2.8 points of exact accuracy.
+    """
+    cdf = np.cumsum(np.asarray(p, dtype=np.float64))
+    return int(min(np.searchsorted(cdf, 0.5 * cdf[-1] * (1 - 1e-12)), cdf.size - 1))

@@ -56,7 +56,8 @@ class FocusScore:
 
     * ``probabilities``: the image's distribution over the 11 defocus levels (the
       certainty- and texture-weighted mean of the patch distributions);
-    * ``expected_level`` (sum k p_k) and ``predicted_level`` (argmax);
+    * ``expected_level`` (sum k p_k) and ``predicted_level`` (the median level,
+      :func:`autofocus.models.median_level`);
     * certainties (Yang et al.): ``certainty_aggregate`` (of ``probabilities``),
       ``certainty_mean``, ``certainty_max`` and ``certainty_weighted`` (sum c^2 / sum c)
       over textured patches;

@@ -243,7 +243,7 @@ class LocalScorer:
         with_patches: bool,
         model_version: str,
     ) -> FocusScore:
-        from autofocus.models import certainty
+        from autofocus.models import certainty, median_level
 
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -292,7 +292,7 @@ class LocalScorer:
         return FocusScore(
             probabilities=probs,
             expected_level=expected,
-            predicted_level=int(np.argmax(probs)),
+            predicted_level=median_level(probs),
             certainty_aggregate=float(certainty(probs)),
             certainty_mean=c_mean,
             certainty_max=c_max,

@@ -10,7 +10,7 @@ key                           value
                               (empty background: no verdict)
 ``FocusLevel``                expected defocus level ``sum_k k p_k`` (0 = in focus,
                               10 = ~30 px of blur), float
-``FocusLevelClass``           most probable level (argmax), int
+``FocusLevelClass``           predicted level (median of the distribution), int
 ``FocusCertainty``            certainty of the image distribution,
                               ``1 - H(p) / log(11)``, in [0, 1]
 ``FocusInFocusProbability``   ``P(level <= in-focus max level)``

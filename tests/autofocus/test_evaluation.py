@@ -69,6 +69,16 @@ def test_classifier_figures_hand_computed() -> None:
     assert f["confusion_matrix"][1][3] == 1
 
 
+def test_classifier_figures_report_the_argmax_rule_beside_the_median() -> None:
+    # one image, true class 1, distribution (0.4, 0.1, 0.5, 0, ...): median 1, argmax 2
+    p = np.zeros(11)
+    p[:3] = [0.4, 0.1, 0.5]
+    s = FocusScore(p, 1.1, 1, 0.1, 0.1, 0.1, 0.1, 0.5, 1.0, 0, 0, 1, "in_focus", None, None, "t")
+    f = classifier_figures([1], [s])
+    assert f["exact_accuracy"] == 1.0 and f["within_one_accuracy"] == 1.0
+    assert f["argmax_exact_accuracy"] == 0.0 and f["argmax_within_one_accuracy"] == 1.0
+
+
 def test_cli_evaluates_a_weights_folder_before_it_is_shipped(tiny_weights, tmp_path) -> None:
     import json
 
@@ -80,3 +90,10 @@ def test_cli_evaluates_a_weights_folder_before_it_is_shipped(tiny_weights, tmp_p
     report = json.loads((out / "evaluation.json").read_text())
     assert "classifier-test-" in report["model_version"]  # the folder's models, not shipped
     assert report["classifier"]["n_images"] == 10
+    assert report["seed"] == 0
+    # another held-out stream (a validation set): other images, recorded as such
+    assert main([*argv, "--seed", "3", "--output", str(tmp_path / "v")]) == 0
+    val = json.loads((tmp_path / "v" / "evaluation.json").read_text())
+    assert val["seed"] == 3
+    assert val["classifier_rows"] != report["classifier_rows"]
+    assert "validation stream 3" in (tmp_path / "v" / "evaluation.md").read_text()

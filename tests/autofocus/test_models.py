@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from autofocus.models import DefocusClassifier, YangNet, ZernikeRegressor, certainty, rps_loss
+from autofocus.models import (
+    DefocusClassifier,
+    YangNet,
+    ZernikeRegressor,
+    certainty,
+    median_level,
+    rps_loss,
+)
 
 
 def test_rps_worked_example() -> None:
@@ -32,6 +39,19 @@ def test_certainty_hand_computed() -> None:
     p = np.zeros(k)
     p[:2] = 0.5  # H = ln 2
     assert certainty(p) == pytest.approx(1 - math.log(2) / math.log(11))
+
+
+def test_median_level_hand_computed() -> None:
+    # CDF (0.4, 0.5, 1.0): the first level reaching 1/2 is 1; the argmax would be 2
+    assert median_level(np.array([0.4, 0.1, 0.5])) == 1
+    assert median_level(np.array([0.5, 0.5, 0.0])) == 0  # CDF exactly 1/2 at level 0
+    assert median_level(np.array([0.2, 0.2, 0.2, 0.4])) == 2
+    assert median_level(np.eye(11)[10]) == 10
+    assert median_level(np.full(11, 1 / 11)) == 5
+    # a bimodal distribution: the median sits between the modes, nearer the heavier one
+    p = np.zeros(11)
+    p[[1, 9]] = [0.45, 0.55]
+    assert median_level(p) == 9 and median_level(p[::-1]) == 1
 
 
 def test_shapes_and_costs() -> None:
