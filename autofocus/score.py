@@ -57,7 +57,8 @@ class FocusScore:
     * ``probabilities``: the image's distribution over the 11 defocus levels (the
       certainty- and texture-weighted mean of the patch distributions);
     * ``expected_level`` (sum k p_k) and ``predicted_level`` (the median level,
-      :func:`autofocus.models.median_level`);
+      :func:`autofocus.models.median_level`); both mean nothing when the verdict is
+      undetermined (a blank frame has a uniform distribution: level 5);
     * certainties (Yang et al.): ``certainty_aggregate`` (of ``probabilities``),
       ``certainty_mean``, ``certainty_max`` and ``certainty_weighted`` (sum c^2 / sum c)
       over textured patches;

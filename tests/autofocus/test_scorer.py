@@ -48,6 +48,10 @@ def test_constant_frames_are_undetermined(scorer: LocalScorer) -> None:
         assert np.isnan(s.blur_px)
         assert s.textured_fraction == 0.0
         assert s.abs_dz_um is None
+        # no level claimed: a uniform distribution, zero certainty, the median level 5
+        np.testing.assert_allclose(s.probabilities, 1 / 11)
+        assert s.certainty_aggregate == pytest.approx(0.0, abs=1e-9)
+        assert s.predicted_level == 5
 
 
 @pytest.mark.parametrize(
