@@ -39,7 +39,8 @@ def run_evaluation(
     obj = get_objective(objective) if objective else None
     version = sc.model_version_for(obj) if hasattr(sc, "model_version_for") else sc.model_version
     payload: dict[str, Any] = {"model_version": version, "objective": objective, "seed": seed}
-    held_out = "" if seed == 0 else f" (validation stream {seed}, not the reported set)"
+    synthetic = labelled is None and seed != 0
+    held_out = f" (validation stream {seed}, not the reported set)" if synthetic else ""
     md = [f"# Evaluation of {version}{held_out}\n"]
     if labelled is not None:
         figs = evaluate_labelled_folder(sc, labelled, obj)
