@@ -100,9 +100,7 @@ def classifier_figures(
         "exact_accuracy": float((err == 0).mean()) if err.size else float("nan"),
         "within_one_accuracy": float((err <= 1).mean()) if err.size else float("nan"),
         "argmax_exact_accuracy": float((err_top == 0).mean()) if err.size else float("nan"),
-        "argmax_within_one_accuracy": (
-            float((err_top <= 1).mean()) if err.size else float("nan")
-        ),
+        "argmax_within_one_accuracy": (float((err_top <= 1).mean()) if err.size else float("nan")),
         "out_of_focus_precision": precision,
         "out_of_focus_recall": recall,
         "in_out_f1": f1,
