@@ -201,12 +201,6 @@ def train(
         str | None,
         typer.Option(help="classifier: train for one objective preset (classifier-<name>)"),
     ] = None,
-    context: Annotated[
-        bool,
-        typer.Option(
-            "--context", help="classifier: each patch's 2x2-binned surroundings as a 2nd channel"
-        ),
-    ] = False,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -231,7 +225,6 @@ def train(
         "spectral_bins": spectral_bins,
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
-        "context": context or None,
         "objective": objective,
     }
     changes = {k: v for k, v in given.items() if v is not None}

@@ -50,16 +50,14 @@ def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 class _Trunk(nn.Module):
     """Patchify stem (8x8, stride 4) + stride-2 3x3 blocks + mean/max pooling."""
 
-    def __init__(
-        self, widths: tuple[int, ...], depths: tuple[int, ...] | None = None, in_channels: int = 1
-    ) -> None:
+    def __init__(self, widths: tuple[int, ...], depths: tuple[int, ...] | None = None) -> None:
         super().__init__()
         depths = tuple(depths) if depths is not None else (1,) * (len(widths) - 1)
         if len(depths) != len(widths) - 1 or min(depths, default=1) < 1:
             raise ValueError("depths: one count >= 1 per block (len(widths) - 1 of them)")
         self.depths = depths
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 8, stride=4, padding=2, bias=False),
+            nn.Conv2d(1, widths[0], 8, stride=4, padding=2, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
@@ -114,7 +112,7 @@ class RadialSpectrum(nn.Module):
         self.register_buffer("rings", m, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = torch.fft.rfft2(x[:, 0] * self.window)  # channel 0: the patch itself
+        f = torch.fft.rfft2(x[:, 0] * self.window)
         power = (f.real**2 + f.imag**2).reshape(x.shape[0], -1)
         return torch.log(power @ self.rings + 1e-6)
 
@@ -137,12 +135,7 @@ def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
 
 
 class _PatchNet(nn.Module):
-    """Trunk (+ optional spectrum branch) -> head; the two models differ in size only.
-
-    With ``context`` the input has two channels, the patch and its 2x2-binned
-    surroundings (:func:`autofocus.tiling.extract_context`); both enter the stem, the
-    spectrum is taken of the patch only.
-    """
+    """Trunk (+ optional spectrum branch) -> head; the two models differ in size only."""
 
     def __init__(
         self,
@@ -152,14 +145,11 @@ class _PatchNet(nn.Module):
         hidden: int,
         depths: tuple[int, ...] | None,
         spectral_bins: int,
-        context: bool = False,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.spectral_bins = int(spectral_bins)
-        self.context = bool(context)
-        self.in_channels = 2 if self.context else 1
-        self.trunk = _Trunk(self.widths, depths, self.in_channels)
+        self.trunk = _Trunk(self.widths, depths)
         self.depths = self.trunk.depths
         self.spectrum = _spectral_branch(patch, spectral_bins) if spectral_bins else None
         n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
@@ -173,7 +163,7 @@ class _PatchNet(nn.Module):
 
 
 class DefocusClassifier(_PatchNet):
-    """84x84 normalised patch (+ optional context) -> logits over the 11 defocus levels."""
+    """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
 
     def __init__(
         self,
@@ -181,9 +171,8 @@ class DefocusClassifier(_PatchNet):
         hidden: int = 96,
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
-        context: bool = False,
     ) -> None:
-        super().__init__(CLASSIFIER_PATCH, N_LEVELS, widths, hidden, depths, spectral_bins, context)
+        super().__init__(CLASSIFIER_PATCH, N_LEVELS, widths, hidden, depths, spectral_bins)
 
 
 class ZernikeRegressor(_PatchNet):

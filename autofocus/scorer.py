@@ -3,9 +3,7 @@
 Pipeline (identical in training and inference): validate the frame -> tile it so every
 pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
 normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
-networks in batches under ``torch.inference_mode`` -> aggregate.  A classifier whose
-card says ``context`` also gets each patch's 2x2-binned surroundings, normalised the
-same way, as a second channel (:func:`autofocus.tiling.extract_context`).  Frames taken
+networks in batches under ``torch.inference_mode`` -> aggregate.  Frames taken
 with an objective preset that has its own classifier (``classifier-<preset>``, trained
 for that objective's optics only) are scored by it; all others by the general one.
 
@@ -35,13 +33,7 @@ import numpy as np
 from autofocus.errors import InvalidFrameError, InvalidInputError
 from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective
 from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
-from autofocus.tiling import (
-    TileGrid,
-    extract_context,
-    extract_patches,
-    normalise_patches,
-    prepare_frame,
-)
+from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
 
@@ -128,9 +120,7 @@ class LocalScorer:
         with self._lock, torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
                 t = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
-                if t.dim() == 3:  # (n, s, s) -> one channel
-                    t = t[:, None]
-                outs.append(net(t.to(self._device)).float().cpu().numpy())
+                outs.append(net(t[:, None].to(self._device)).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
     # ---- public API ------------------------------------------------------------
@@ -189,7 +179,7 @@ class LocalScorer:
             cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
             fr = _pad_to(f, REGRESSOR_PATCH)
             rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
-            cp, cs = self._classifier_input(f, cg, net)
+            cp, cs = normalise_patches(extract_patches(f, cg))
             rp, rs = normalise_patches(extract_patches(fr, rg))
             c_grids.append(cg)
             r_grids.append(rg)
@@ -219,16 +209,6 @@ class LocalScorer:
             ci += nc
             ri += nr
         return results
-
-    @staticmethod
-    def _classifier_input(f: np.ndarray, cg: TileGrid, net: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``net``'s input: normalised patches ``(n, s, s)``, or ``(n, 2, s, s)`` with
-        their context when ``net`` reads it."""
-        cp, cs = normalise_patches(extract_patches(f, cg))
-        if not getattr(net, "context", False):
-            return cp, cs
-        ctx, _ = normalise_patches(extract_context(f, cg))
-        return np.stack([cp, ctx], axis=1), cs
 
     # ---- aggregation -------------------------------------------------------------
     def _aggregate(

@@ -8,11 +8,6 @@
   invariant to camera gain and offset (any affine map ``a p + c`` with ``a > 0``), so the
   verdict cannot depend on them.  A constant patch (``std == 0``) becomes all zeros and
   is marked as having no signal.
-* **Context** (classifier, when its model card asks for it): beside each patch, its
-  surroundings twice as wide (``2 * size`` px, centred on the patch, reflected at the
-  frame's borders) binned 2x2 to ``size`` px, normalised on their own.  At high
-  magnification an 84 px patch can lie inside one smooth object; the context shows the
-  object's edges.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ import numpy as np
 from autofocus.errors import InvalidFrameError
 from autofocus.frames import as_frame
 
-__all__ = ["TileGrid", "extract_context", "extract_patches", "normalise_patches", "tile_starts"]
+__all__ = ["TileGrid", "extract_patches", "normalise_patches", "tile_starts"]
 
 CONSTANT_STD = 1e-6
 
@@ -72,41 +67,6 @@ def extract_patches(frame: np.ndarray, grid: TileGrid) -> np.ndarray:
     win = np.lib.stride_tricks.sliding_window_view(f, (s, s))
     out = win[grid.ys[:, None], grid.xs[None, :]]  # (ny, nx, s, s)
     return out.reshape(-1, s, s).astype(np.float32, copy=False)
-
-
-def extract_context(frame: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """``(n_patches, size, size)`` float32: each patch's ``2 size`` px surroundings, 2x2 binned.
-
-    The window of patch ``(y, x)`` covers frame rows ``y - size/2 .. y + 3 size/2`` (and the
-    same columns), reflected where it leaves the frame; output pixel ``(i, j)`` is the *sum*
-    of the 2x2 frame pixels at ``(y - size/2 + 2i, x - size/2 + 2j)`` (a sum, not a mean:
-    the per-patch normalisation that follows removes the scale).  Row-pair sums and the
-    two column parities are formed once for the whole frame, so the cost is a few passes
-    over the frame plus one contiguous copy per patch.
-    """
-    s = grid.size
-    if s % 2:
-        raise InvalidFrameError(f"context needs an even patch size, got {s}")
-    f = np.asarray(frame, dtype=np.float32)
-    pad = s // 2
-    if min(f.shape) <= pad:
-        raise InvalidFrameError(f"frame {f.shape} is too small for {s} px context windows")
-    p = np.pad(f, pad, mode="reflect")
-    rows = p[:-1] + p[1:]  # rows[y] = p[y] + p[y + 1]
-    w = p.shape[1]
-    # pairs[b][y, k] = sum of p[y:y+2, b+2k : b+2k+2]
-    pairs = []
-    for b in (0, 1):
-        n = (w - b) // 2
-        pairs.append(rows[:, b : b + 2 * n : 2] + rows[:, b + 1 : b + 2 * n : 2])
-    out = np.empty((grid.ys.size * grid.xs.size, s, s), np.float32)
-    k = 0
-    for y in grid.ys.tolist():
-        for x in grid.xs.tolist():
-            c = x // 2
-            out[k] = pairs[x % 2][y : y + 2 * s : 2, c : c + s]
-            k += 1
-    return out
 
 
 def normalise_patches(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autofocus.tiling import TileGrid, extract_context, extract_patches, normalise_patches
+from autofocus.tiling import TileGrid, extract_patches
 from autofocus.training.data import (
     DomainConfig,
     FieldSample,
@@ -34,25 +34,18 @@ class PatchSet:
     specimen: np.ndarray  # (N,) str
     field: np.ndarray  # (N,) int field index
     pixel_size_um: np.ndarray  # (N,)
-    context: np.ndarray | None = None
-    """(N, s, s) float16: each patch's context (:func:`autofocus.tiling.extract_context`),
-    already normalised with :func:`autofocus.tiling.normalise_patches` and stored as
-    float16 to halve its memory; None when the recipe has no context."""
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
 
 
-def _build_chunk(args: tuple[int, int, int, DomainConfig, int, bool]) -> PatchSet:
-    start, count, seed, cfg, patch, context = args
+def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
+    start, count, seed, cfg, patch = args
     rows: dict[str, list] = {f: [] for f in PatchSet.__dataclass_fields__}
     grid = TileGrid.for_shape((cfg.field_px, cfg.field_px), patch)
     for k, fs in enumerate(_fields_range(start, count, seed, cfg)):
         raw = extract_patches(fs.frame, grid)
         exp = extract_patches(fs.expected_e, grid)
-        if context:
-            ctx, _ = normalise_patches(extract_context(fs.frame, grid))
-            rows["context"].extend(ctx.astype(np.float16))
         for j in range(raw.shape[0]):
             rows["patches"].append(raw[j])
             rows["level"].append(fs.level)
@@ -73,7 +66,6 @@ def _build_chunk(args: tuple[int, int, int, DomainConfig, int, bool]) -> PatchSe
         specimen=np.asarray(rows["specimen"]),
         field=np.asarray(rows["field"], np.int64),
         pixel_size_um=np.asarray(rows["pixel_size_um"], np.float32),
-        context=np.stack(rows["context"]) if context else None,
     )
 
 
@@ -89,14 +81,9 @@ def build_patchset(
     patch: int,
     workers: int = 2,
     chunk: int = 64,
-    *,
-    context: bool = False,
 ) -> PatchSet:
-    """Render ``n_fields`` fields (in ``workers`` processes) and cut ``patch`` px tiles
-    (with each tile's context when ``context``)."""
-    jobs = [
-        (s, min(chunk, n_fields - s), seed, cfg, patch, context) for s in range(0, n_fields, chunk)
-    ]
+    """Render ``n_fields`` fields (in ``workers`` processes) and cut ``patch`` px tiles."""
+    jobs = [(s, min(chunk, n_fields - s), seed, cfg, patch) for s in range(0, n_fields, chunk)]
     n_total = n_fields * n_patches_per_field(cfg, patch)
     if workers <= 1:
         return _assemble((_build_chunk(j) for j in jobs), n_total)
@@ -104,35 +91,25 @@ def build_patchset(
         return _assemble(ex.map(_build_chunk, jobs), n_total)
 
 
-_LARGE = ("patches", "context")
-
-
 def _assemble(parts: Iterable[PatchSet], n_total: int) -> PatchSet:
-    """Join chunks as they arrive, copying the image arrays into buffers allocated once:
+    """Join chunks as they arrive, copying the patches into one buffer allocated once:
     peak memory is the set itself, not the set plus its chunks."""
-    buffers: dict[str, np.ndarray | None] = {}
+    patches: np.ndarray | None = None
     small: dict[str, list[np.ndarray]] = {
-        f: [] for f in PatchSet.__dataclass_fields__ if f not in _LARGE
+        f: [] for f in PatchSet.__dataclass_fields__ if f != "patches"
     }
     k = 0
     for part in parts:
         n = len(part)
-        for name in _LARGE:
-            a = getattr(part, name)
-            if a is None:
-                buffers[name] = None
-                continue
-            if name not in buffers:
-                buffers[name] = np.empty((n_total, *a.shape[1:]), a.dtype)
-            buf = buffers[name]
-            assert buf is not None
-            buf[k : k + n] = a
+        if patches is None:
+            patches = np.empty((n_total, *part.patches.shape[1:]), part.patches.dtype)
+        patches[k : k + n] = part.patches
         for name, acc in small.items():
             acc.append(getattr(part, name))
         k += n
-    if k != n_total:
+    if patches is None or k != n_total:
         raise RuntimeError(f"expected {n_total} patches, assembled {k}")
-    return PatchSet(**{name: np.concatenate(acc) for name, acc in small.items()}, **buffers)
+    return PatchSet(patches=patches, **{name: np.concatenate(acc) for name, acc in small.items()})
 
 
 def n_patches_per_field(cfg: DomainConfig, patch: int) -> int:

@@ -73,30 +73,25 @@ class Recipe:
     """Classifier only: an objective preset's name.  Every training and held-out field is
     seen through that objective, and the model is written as ``classifier-<name>`` for
     the scorer to use when it is told that objective (see :mod:`autofocus.registry`)."""
-    context: bool = False
-    """Classifier only: give each patch its 2x2-binned surroundings as a second channel
-    (:func:`autofocus.tiling.extract_context`).  Fields are then 4x4 patches (336 px)
-    instead of 3x3, so that some patches see real surroundings, not reflected ones."""
 
 
 def _augment(x: np.ndarray, aberr: np.ndarray | None, rng: np.random.Generator):
-    """Random flips / 90 degree rotation of a batch ``(n, [c,] s, s)``; astigmatism
-    targets follow.  All channels of a patch are transformed alike.
+    """Random flips / 90 degree rotation of a batch; astigmatism targets follow.
 
     Z5 ~ sin(2 theta) changes sign under a mirror and under a 90 degree rotation;
     Z6 ~ cos(2 theta) changes sign under a 90 degree rotation only.
     """
     a = None if aberr is None else aberr.copy()
     if rng.random() < 0.5:
-        x = x[..., ::-1]
+        x = x[:, :, ::-1]
         if a is not None:
             a[:, 0] *= -1
     if rng.random() < 0.5:
-        x = x[..., ::-1, :]
+        x = x[:, ::-1, :]
         if a is not None:
             a[:, 0] *= -1
     if rng.random() < 0.5:
-        x = np.swapaxes(x, -2, -1)[..., ::-1]  # rot90
+        x = np.swapaxes(x, 1, 2)[:, :, ::-1]  # rot90
         if a is not None:
             a[:, 0] *= -1
             a[:, 1] *= -1
@@ -124,7 +119,6 @@ def _make_model(
     hidden: int | None = None,
     depths: tuple[int, ...] | None = None,
     spectral_bins: int = 0,
-    context: bool = False,
 ):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
@@ -137,8 +131,6 @@ def _make_model(
         kwargs["hidden"] = hidden
     if spectral_bins:
         kwargs["spectral_bins"] = spectral_bins
-    if context:
-        kwargs["context"] = True
     return DefocusClassifier(**kwargs) if kind == "classifier" else ZernikeRegressor(**kwargs)
 
 
@@ -167,11 +159,11 @@ def _batches(ps: PatchSet, kind: str, bs: int, rng: np.random.Generator, augment
     order = rng.permutation(len(ps))
     for s in range(0, order.size - bs + 1, bs):
         idx = order[s : s + bs]
-        x = _model_input(ps.patches[idx], None if ps.context is None else ps.context[idx])
+        x, _ = normalise_patches(ps.patches[idx])
         aberr = ps.aberr_px[idx]
         if augment:
             x, aberr = _augment(x, aberr, rng)
-        b: dict[str, Any] = {"x": torch.from_numpy(x)}
+        b: dict[str, Any] = {"x": torch.from_numpy(x)[:, None]}
         if kind == "classifier":
             b["target"] = torch.from_numpy(_targets_classifier(ps, idx))
         else:
@@ -181,33 +173,21 @@ def _batches(ps: PatchSet, kind: str, bs: int, rng: np.random.Generator, augment
         yield b
 
 
-def _model_input(raw: np.ndarray, context: np.ndarray | None) -> np.ndarray:
-    """``(n, 1, s, s)`` normalised patches, or ``(n, 2, s, s)`` with their (normalised)
-    context as the second channel: what :class:`autofocus.scorer.LocalScorer` feeds."""
-    x, _ = normalise_patches(raw)
-    if context is None:
-        return x[:, None]
-    return np.stack([x, context.astype(np.float32)], axis=1)
-
-
-def predict(
-    model, patches: np.ndarray, bs: int = 512, context: np.ndarray | None = None
-) -> np.ndarray:
+def predict(model, patches: np.ndarray, bs: int = 512) -> np.ndarray:
     import torch
 
     outs = []
     model.eval()
     with torch.inference_mode():
         for s in range(0, patches.shape[0], bs):
-            c = None if context is None else context[s : s + bs]
-            x = _model_input(patches[s : s + bs], c)
-            outs.append(model(torch.from_numpy(x)).numpy())
+            x, _ = normalise_patches(patches[s : s + bs])
+            outs.append(model(torch.from_numpy(x)[:, None]).numpy())
     return np.concatenate(outs)
 
 
 def evaluate_patches(kind: str, model, ps: PatchSet) -> dict[str, Any]:
     """Patch-level figures on a held-out set (textured patches; per specimen too)."""
-    out = predict(model, ps.patches, context=ps.context)
+    out = predict(model, ps.patches)
     res: dict[str, Any] = {"n_patches": len(ps), "n_textured": int(ps.texture.sum())}
     tex = ps.texture
     if kind == "classifier":
@@ -252,16 +232,13 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     torch.set_num_threads(recipe.threads)
     kind = recipe.model
     patch = CLASSIFIER_PATCH if kind == "classifier" else REGRESSOR_PATCH
-    # fields tile exactly into patches: 3x3 (4x4 with context) of 84 px, 2x2 of 128 px
+    # fields tile exactly into patches: 3x3 of 84 px, 2x2 of 128 px
     train_specimens = _check_specimens(recipe.specimens)
-    if recipe.context and kind != "classifier":
-        raise InvalidInputError("context applies to the classifier only")
     if recipe.objective is not None and kind != "classifier":
         raise InvalidInputError("objective applies to the classifier only")
-    n_side = (4 if recipe.context else 3) if kind == "classifier" else 2
     cfg = DomainConfig(
         defocus=kind,
-        field_px=n_side * patch,
+        field_px=3 * patch if kind == "classifier" else 2 * patch,
         specimens=train_specimens,
         # the preset's own spelling ("20x" -> "20X"), or a clear error for an unknown one
         objective=None if recipe.objective is None else get_objective(recipe.objective).name,
@@ -297,9 +274,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         raise InvalidInputError(f"spectral_bins must be 0 or 2..{patch // 2}")
     check_writable(out_dir, "dir")
     t0 = time.time()
-    train_set = build_patchset(
-        recipe.n_fields, recipe.seed, cfg, patch, workers=recipe.workers, context=recipe.context
-    )
+    train_set = build_patchset(recipe.n_fields, recipe.seed, cfg, patch, workers=recipe.workers)
     eval_cfg = replace(cfg, specimens=TRAIN_SPECIMENS + HELD_OUT_SPECIMENS)
     eval_set = build_patchset(
         recipe.n_eval_fields,
@@ -307,14 +282,11 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         eval_cfg,
         patch,
         workers=recipe.workers,
-        context=recipe.context,
     )
     t_data = time.time() - t0
     log.info("rendered %d train / %d eval patches in %.0f s", len(train_set), len(eval_set), t_data)
 
-    model = _make_model(
-        kind, recipe.widths, recipe.hidden, recipe.depths, recipe.spectral_bins, recipe.context
-    )
+    model = _make_model(kind, recipe.widths, recipe.hidden, recipe.depths, recipe.spectral_bins)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -356,8 +328,6 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     arch["depths"] = list(model.depths)
     if model.spectral_bins:
         arch["spectral_bins"] = model.spectral_bins
-    if model.context:
-        arch["context"] = True
     from autofocus.models import REGRESSOR_OUTPUTS
     from autofocus.optics import N_LEVELS
 
@@ -366,13 +336,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         "version": MODEL_VERSION,
         "architecture": arch,
         "input_size": patch,
-        "normalisation": "per patch: (x - mean) / std (autofocus.tiling.normalise_patches)"
-        + (
-            "; channel 1: the patch's 2x2-binned 168 px surroundings "
-            "(autofocus.tiling.extract_context), normalised the same way"
-            if recipe.context
-            else ""
-        ),
+        "normalisation": "per patch: (x - mean) / std (autofocus.tiling.normalise_patches)",
         "outputs": (
             [f"logit_level_{k}" for k in range(N_LEVELS)]
             if kind == "classifier"

@@ -8,43 +8,44 @@ from pathlib import Path
 import pytest
 
 
-def write_tiny_weights(folder: Path, seed: int = 0, *, context: bool = False) -> Path:
+def _save_tiny(folder: Path, stem: str, model, size: int, data: dict) -> None:
+    """Write ``model``'s state_dict and a model card as ``<stem>.pt/.json``."""
+    import torch
+
+    from autofocus.registry import sha256_file
+
+    model.eval()
+    pt = folder / f"{stem}.pt"
+    torch.save(model.state_dict(), pt)
+    card = {
+        "name": stem.split("-")[0],
+        "version": "test",
+        "architecture": {
+            "class": type(model).__name__,
+            "widths": list(model.widths),
+            "hidden": model.head[0].out_features,
+        },
+        "input_size": size,
+        "normalisation": "per patch",
+        "outputs": [f"o{i}" for i in range(model.head[-1].out_features)],
+        "sha256": sha256_file(pt),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "training": {"command": "tests"},
+        "data": data,
+    }
+    (folder / f"{stem}.json").write_text(json.dumps(card))
+
+
+def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
     import torch
 
     from autofocus.models import DefocusClassifier, ZernikeRegressor
-    from autofocus.registry import sha256_file
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    cls = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8)
-    if context:  # drawn aside, so that the regressor is the same with or without context
-        with torch.random.fork_rng():
-            cls = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8, context=True)
-    for name, model, size, outputs in (
-        ("classifier", cls, 84, 11),
-        ("regressor", ZernikeRegressor(widths=(4, 4, 8, 8, 8), hidden=8), 128, 5),
-    ):
-        model.eval()
-        pt = folder / f"{name}.pt"
-        torch.save(model.state_dict(), pt)
-        card = {
-            "name": name,
-            "version": "test",
-            "architecture": {
-                "class": type(model).__name__,
-                "widths": list(model.widths),
-                "hidden": model.head[0].out_features,
-                **({"context": True} if getattr(model, "context", False) else {}),
-            },
-            "input_size": size,
-            "normalisation": "per patch",
-            "outputs": [f"o{i}" for i in range(outputs)],
-            "sha256": sha256_file(pt),
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-            "training": {"command": "tests"},
-            "data": {},
-        }
-        (folder / f"{name}.json").write_text(json.dumps(card))
+    _save_tiny(folder, "classifier", DefocusClassifier(widths=(4, 4, 8, 8), hidden=8), 84, {})
+    reg = ZernikeRegressor(widths=(4, 4, 8, 8, 8), hidden=8)
+    _save_tiny(folder, "regressor", reg, 128, {})
     return folder
 
 
@@ -53,41 +54,16 @@ def write_objective_classifier(folder: Path, objective: str, seed: int = 7) -> P
     import torch
 
     from autofocus.models import DefocusClassifier
-    from autofocus.registry import sha256_file
 
     torch.manual_seed(seed)
-    model = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8).eval()
-    pt = folder / f"classifier-{objective}.pt"
-    torch.save(model.state_dict(), pt)
-    card = {
-        "name": "classifier",
-        "version": "test",
-        "architecture": {"class": "DefocusClassifier", "widths": [4, 4, 8, 8], "hidden": 8},
-        "input_size": 84,
-        "normalisation": "per patch",
-        "outputs": [f"o{i}" for i in range(11)],
-        "sha256": sha256_file(pt),
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "training": {"command": "tests"},
-        "data": {"objective": objective},
-    }
-    (folder / f"classifier-{objective}.json").write_text(json.dumps(card))
+    model = DefocusClassifier(widths=(4, 4, 8, 8), hidden=8)
+    _save_tiny(folder, f"classifier-{objective}", model, 84, {"objective": objective})
     return folder
 
 
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
     return write_tiny_weights(tmp_path / "weights")
-
-
-@pytest.fixture
-def make_tiny_weights(tmp_path: Path):
-    """``make(context=False) -> folder``: tiny weights, with a context classifier or not."""
-
-    def make(context: bool = False) -> Path:
-        return write_tiny_weights(tmp_path / f"weights-{int(context)}", context=context)
-
-    return make
 
 
 @pytest.fixture

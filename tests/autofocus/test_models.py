@@ -65,22 +65,6 @@ def test_shapes_and_costs() -> None:
     assert n(c) < 0.01 * n(y)
 
 
-def test_context_classifier_reads_both_channels() -> None:
-    torch.manual_seed(0)
-    c = DefocusClassifier(widths=(8, 16), hidden=8, spectral_bins=6, context=True).eval()
-    assert c.in_channels == 2 and c.trunk.stem[0].in_channels == 2
-    x = torch.randn(3, 2, 84, 84)
-    y = x.clone()
-    y[:, 1] = torch.randn(3, 84, 84)
-    with torch.inference_mode():
-        a, b = c(x), c(y)
-    assert a.shape == (3, 11)
-    assert not torch.allclose(a, b)  # the context reaches the output
-    # the spectrum branch reads the patch only
-    with torch.inference_mode():
-        torch.testing.assert_close(c.spectrum(x), c.spectrum(y))
-
-
 def test_radial_spectrum_finds_the_rings_of_a_periodic_pattern() -> None:
     """A cosine of period 84/12 px puts its power in the ring at radius 12/84 cycles/px;
     the features are rotation invariant (90 degrees, exactly on the square grid)."""

@@ -10,14 +10,11 @@ from autofocus.errors import InvalidFrameError
 from autofocus.optics import N_LEVELS, get_objective
 from autofocus.score import FocusScore
 from autofocus.scorer import LocalScorer
-from autofocus.tiling import TileGrid, extract_context, extract_patches, normalise_patches
-from autofocus.training.train import _model_input
 
 
-@pytest.fixture(params=[False, True], ids=["patch", "context"])
-def scorer(request: pytest.FixtureRequest, make_tiny_weights) -> LocalScorer:
-    """Every pipeline test runs with a patch-only and a context classifier."""
-    return LocalScorer(weights_dir=str(make_tiny_weights(context=request.param)))
+@pytest.fixture
+def scorer(tiny_weights: Path) -> LocalScorer:
+    return LocalScorer(weights_dir=str(tiny_weights))
 
 
 def test_score_fields_and_patch_grids(scorer: LocalScorer) -> None:
@@ -130,22 +127,6 @@ def test_blur_score_is_the_regressor_part_of_score(scorer: LocalScorer) -> None:
     assert not blank.determined and np.isnan(blank.blur_px)
     with pytest.raises(InvalidFrameError):
         scorer.blur_score(np.zeros((10, 10), np.uint16))
-
-
-def test_context_input_is_the_training_input(make_tiny_weights) -> None:
-    """The scorer feeds a context classifier exactly what training fed it: the
-    normalised patch and its normalised context (stored as float16 in training)."""
-    scorer = LocalScorer(weights_dir=str(make_tiny_weights(context=True)))
-    frame = np.random.default_rng(5).poisson(300.0, (300, 190)).astype(np.uint16)
-    grid = TileGrid.for_shape(frame.shape, 84)
-    x, has_signal = scorer._classifier_input(frame, grid, scorer.classifier_for(None)[0])
-    assert x.shape == (12, 2, 84, 84) and has_signal.all()
-    ctx, _ = normalise_patches(extract_context(frame, grid))
-    trained = _model_input(extract_patches(frame, grid), ctx.astype(np.float16))
-    np.testing.assert_array_equal(x[:, 0], trained[:, 0])
-    np.testing.assert_allclose(x[:, 1], trained[:, 1], rtol=1e-3, atol=1e-3)
-    # and the context matters to the verdict's inputs: it is not the patch again
-    assert not np.allclose(x[:, 0], x[:, 1], atol=0.1)
 
 
 def test_a_preset_with_its_own_classifier_is_scored_by_it(

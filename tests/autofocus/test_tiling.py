@@ -2,13 +2,7 @@ import numpy as np
 import pytest
 
 from autofocus.errors import InvalidFrameError
-from autofocus.tiling import (
-    TileGrid,
-    extract_context,
-    extract_patches,
-    normalise_patches,
-    tile_starts,
-)
+from autofocus.tiling import TileGrid, extract_patches, normalise_patches, tile_starts
 
 
 @pytest.mark.parametrize("length", [84, 85, 100, 167, 168, 169, 512, 1000, 2048])
@@ -37,26 +31,6 @@ def test_grid_coverage_2d_and_extraction() -> None:
     # last patch is the bottom-right corner exactly
     np.testing.assert_array_equal(patches[-1], frame[-84:, -84:])
     np.testing.assert_array_equal(patches[1], frame[:84, grid.xs[1] : grid.xs[1] + 84])
-
-
-@pytest.mark.parametrize("shape", [(84, 84), (300, 190), (257, 431)])
-def test_context_is_the_reflected_double_window_binned_2x2(shape: tuple[int, int]) -> None:
-    rng = np.random.default_rng(3)
-    frame = rng.integers(0, 60000, shape).astype(np.uint16)
-    grid = TileGrid.for_shape(frame.shape, 84)
-    ctx = extract_context(frame, grid)
-    assert ctx.shape == (grid.ys.size * grid.xs.size, 84, 84) and ctx.dtype == np.float32
-    padded = np.pad(frame.astype(np.float64), 42, mode="reflect")
-    k = 0
-    for y in grid.ys:  # odd and even starts both occur in these grids
-        for x in grid.xs:
-            window = padded[y : y + 168, x : x + 168]  # centred on the patch
-            np.testing.assert_array_equal(ctx[k], window.reshape(84, 2, 84, 2).sum(axis=(1, 3)))
-            k += 1
-    # the context's centre half is the patch itself, binned
-    patches = extract_patches(frame, grid).astype(np.float64)
-    inner = patches.reshape(-1, 42, 2, 42, 2).sum(axis=(2, 4))
-    np.testing.assert_array_equal(ctx[:, 21:63, 21:63], inner)
 
 
 def test_normalisation_is_gain_and_offset_invariant() -> None:

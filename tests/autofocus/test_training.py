@@ -93,7 +93,6 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"max_blur_px": 130.0},  # classifier levels are fixed; the range is the regressor's
         {"model": "regressor", "max_blur_px": 30.0},
         {"model": "regressor", "max_blur_px": 257.0},
-        {"model": "regressor", "context": True},  # the context channel is the classifier's
         {"model": "regressor", "objective": "20X"},  # one regressor serves every objective
     ],
 )
@@ -128,39 +127,23 @@ def test_cli_refuses_a_blur_range_for_the_classifier(tmp_path: Path, capsys) -> 
     assert not out.exists()
 
 
-def test_context_recipe_trains_a_two_channel_model(tmp_path: Path) -> None:
-    # 4x4 patches per field with context: 16 fields give one batch of 256
-    recipe = _tiny(n_fields=16, spectral_bins=6, context=True)
-    card = train(recipe, tmp_path, command="autofocus train classifier --context (test)")
-    assert card["architecture"]["context"] is True
-    assert card["data"]["domain"]["field_px"] == 336
-    assert card["data"]["n_train_patches"] == 16 * 16
-    assert "extract_context" in card["normalisation"]
-    model, _ = load_model("classifier", tmp_path)
-    assert model.context and model.trunk.stem[0].in_channels == 2
-
-
-def test_stored_context_is_what_the_scorer_computes() -> None:
-    """The training set's context is the scorer's, normalised, stored as float16."""
+def test_patch_sets_are_the_fields_tiles_in_field_order() -> None:
+    """A training set holds each field's raw tiles, whether one process or two built it."""
     import numpy as np
 
-    from autofocus.tiling import TileGrid, extract_context, extract_patches, normalise_patches
+    from autofocus.tiling import TileGrid, extract_patches
     from autofocus.training.data import DomainConfig, render_field_sample
     from autofocus.training.dataset import build_patchset
 
-    cfg = DomainConfig(field_px=336, specimens=("tissue",))
-    ps = build_patchset(2, 0, cfg, 84, workers=1, context=True)
-    assert ps.context is not None and ps.context.dtype == np.float16
-    assert ps.context.shape == ps.patches.shape == (32, 84, 84)
+    cfg = DomainConfig(field_px=252, specimens=("tissue",))
+    ps = build_patchset(2, 0, cfg, 84, workers=1)
+    assert ps.patches.shape == (18, 84, 84)
     fs = render_field_sample(1, 0, cfg)
     grid = TileGrid.for_shape(fs.frame.shape, 84)
-    ctx, _ = normalise_patches(extract_context(fs.frame, grid))
-    np.testing.assert_array_equal(ps.context[16:], ctx.astype(np.float16))
-    np.testing.assert_array_equal(ps.patches[16:], extract_patches(fs.frame, grid))
-    assert build_patchset(2, 0, cfg, 84, workers=1).context is None
+    np.testing.assert_array_equal(ps.patches[9:], extract_patches(fs.frame, grid))
     # chunks from two processes are assembled in field order, into the same arrays
-    two = build_patchset(2, 0, cfg, 84, workers=2, chunk=1, context=True)
-    for name in ("patches", "context", "level", "specimen", "field", "texture"):
+    two = build_patchset(2, 0, cfg, 84, workers=2, chunk=1)
+    for name in ("patches", "level", "specimen", "field", "texture"):
         np.testing.assert_array_equal(getattr(two, name), getattr(ps, name))
 
 
