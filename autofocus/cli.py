@@ -239,7 +239,9 @@ def train(
 @app.command()
 def score(
     paths: Annotated[list[Path], typer.Argument(help="TIFF/PNG files or folders")],
-    csv_path: Annotated[Path, typer.Option("--csv", help="output CSV, one row per image")],
+    csv_path: Annotated[
+        Path, typer.Option("--csv", help="output CSV, one row per image (per TIFF page)")
+    ],
     overlays: Annotated[Path | None, typer.Option(help="folder for annotated PNG overlays")] = None,
     objective: Annotated[
         str | None, typer.Option(help="objective preset (gives |dz| in um)")
@@ -266,7 +268,7 @@ def score(
             overlays=overlays,
             progress=lambda i: progress.update(task, completed=i),
         )
-    typer.echo(f"scored {n} images -> {csv_path}")
+    typer.echo(f"scored {n} images from {len(files)} files -> {csv_path}")
 
 
 @app.command()

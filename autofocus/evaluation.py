@@ -179,7 +179,7 @@ def evaluate_classifier_synthetic(
 
 def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective | None) -> dict:
     """Score images listed in a CSV (``file`` plus ``level`` or ``in_focus``/``label``)."""
-    from autofocus.imageio import read_image
+    from autofocus.imageio import count_pages, read_image
 
     if not csv_path.is_file():
         raise InvalidInputError(f"no such labels CSV: {csv_path}")
@@ -202,6 +202,11 @@ def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective |
         p = p if p.is_absolute() else csv_path.parent / p
         if not p.is_file():
             raise InvalidInputError(f"{csv_path} line {n}: no such image {r.get('file')!r}")
+        if (pages := count_pages(p)) > 1:
+            raise InvalidInputError(
+                f"{csv_path} line {n}: {r.get('file')!r} holds {pages} pages; "
+                "label one image per file"
+            )
         paths.append(p)
         if (r.get("level") or "").strip():
             raw = r["level"].strip()

@@ -3,51 +3,125 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from autofocus.errors import InvalidFrameError, InvalidInputError
+from autofocus.errors import AutofocusError, InvalidFrameError, InvalidInputError
 
-__all__ = ["IMAGE_SUFFIXES", "iter_image_paths", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "count_pages", "iter_image_paths", "iter_pages", "read_image"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a grayscale image; a multi-page TIFF returns its first page.
+    """Read a file's one grayscale image.
 
+    A multi-page TIFF (a z-stack, a time series) is refused with a clear error rather
+    than silently reduced to its first page; :func:`iter_pages` reads every page.
     RGB images are converted to luminance (0.299 R + 0.587 G + 0.114 B) in float32.
     """
+    p = _checked(path)
+    if not _is_tiff(p):
+        return _read_single(p)
+    import tifffile
+
+    with _reading(p), tifffile.TiffFile(p) as tf:
+        n = len(tf.pages)
+        if n > 1:
+            raise InvalidInputError(
+                f"{p} holds {n} pages (a stack); give one image per file, or score every "
+                "page with `autofocus score` (one CSV row per page)"
+            )
+        return _page(tf.pages[0])
+
+
+def iter_pages(path: str | Path) -> Iterator[np.ndarray]:
+    """Every image in a file, in order and one at a time (a TIFF's pages; a PNG is one).
+
+    The file's name, type and size are checked at once; a page that cannot be decoded
+    raises :class:`InvalidFrameError` naming the page. Colour pages become luminance.
+    """
+    p = _checked(path)
+    return _tiff_pages(p) if _is_tiff(p) else iter([_read_single(p)])
+
+
+def count_pages(path: str | Path) -> int:
+    """How many images :func:`iter_pages` yields for this file."""
+    p = _checked(path)
+    if not _is_tiff(p):
+        return 1
+    import tifffile
+
+    with _reading(p), tifffile.TiffFile(p) as tf:
+        n = len(tf.pages)
+    return n
+
+
+def _tiff_pages(p: Path) -> Iterator[np.ndarray]:
+    import tifffile
+
+    with _reading(p), tifffile.TiffFile(p) as tf:
+        n = len(tf.pages)
+        if n == 0:
+            raise InvalidFrameError(f"could not read {p}: the TIFF holds no image")
+        for i in range(n):
+            with _reading(p, f" page {i}" if n > 1 else ""):
+                arr = _page(tf.pages[i])
+            yield arr
+
+
+def _read_single(p: Path) -> np.ndarray:
+    import imagecodecs
+
+    with _reading(p):
+        return _gray(imagecodecs.imread(str(p)))
+
+
+def _is_tiff(p: Path) -> bool:
+    return p.suffix.lower() in (".tif", ".tiff")
+
+
+def _checked(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():
         raise InvalidInputError(f"no such image file: {p}")
-    suffix = p.suffix.lower()
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InvalidInputError(f"unsupported image type {p.suffix!r} ({p})")
     if p.stat().st_size == 0:
         raise InvalidFrameError(f"could not read {p}: the file is empty")
+    return p
+
+
+@contextmanager
+def _reading(p: Path, where: str = "") -> Iterator[None]:
+    """Turn a decoder's exception into :class:`InvalidFrameError` naming the file."""
     try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(p) as tf:
-                arr = tf.pages[0].asarray()
-        elif suffix in IMAGE_SUFFIXES:
-            import imagecodecs
-
-            arr = imagecodecs.imread(str(p))
-        else:
-            raise InvalidInputError(f"unsupported image type {p.suffix!r} ({p})")
-    except InvalidInputError:
+        yield
+    except AutofocusError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        msg = f"could not read {p}: not a valid {suffix} image ({first})"
+        msg = f"could not read {p}{where}: not a valid {p.suffix.lower()} image ({first})"
         raise InvalidFrameError(msg) from exc
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        rgb = arr[..., :3].astype(np.float32)
-        arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return arr
+
+
+def _page(page: Any) -> np.ndarray:
+    """One TIFF page as a grayscale array (planar RGB, axes ``SYX``, included)."""
+    arr = page.asarray()
+    if arr.ndim == 3 and page.axes.startswith("S") and arr.shape[0] in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    return _gray(arr)
+
+
+def _gray(arr: object) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        rgb = a[..., :3].astype(np.float32)
+        a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return a
 
 
 def iter_image_paths(paths: Iterable[str | Path]) -> Iterator[Path]:

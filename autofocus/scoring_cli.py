@@ -1,4 +1,8 @@
-"""Scoring files to a CSV (``autofocus score``): one row per image, written atomically."""
+"""Scoring files to a CSV (``autofocus score``): one row per image, written atomically.
+
+Every page of a multi-page TIFF (a z-stack, a time series) is an image: it gets its own
+row (``page`` counts from 0 within the file) and, with overlays, its own PNG.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,11 @@ import csv
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from autofocus.errors import InvalidFrameError
 from autofocus.io import atomic_write_text
 from autofocus.optics import N_LEVELS, Objective
 
@@ -14,6 +22,7 @@ __all__ = ["CSV_COLUMNS", "score_files"]
 
 CSV_COLUMNS = [
     "file",
+    "page",
     "predicted_level",
     "expected_level",
     "certainty_aggregate",
@@ -28,8 +37,9 @@ CSV_COLUMNS = [
     *[f"p{k}" for k in range(N_LEVELS)],
     "model_version",
 ]
-"""One row per image; ``model_version`` names the classifier and regressor that scored
-it (a preset with its own classifier, ``--objective 20X``, gets that one)."""
+"""One row per image (each page of a TIFF is one); ``model_version`` names the classifier
+and regressor that scored it (a preset with its own classifier, ``--objective 20X``,
+gets that one)."""
 
 
 def score_files(
@@ -41,39 +51,65 @@ def score_files(
     scorer: object | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Score every file; write the CSV (and overlays). Returns the number of images."""
-    from autofocus.imageio import read_image
-    from autofocus.overlay import write_overlay
+    """Score every page of every file; write the CSV (and overlays).
+
+    Returns the number of images scored. ``progress`` is called with the number of files
+    done. Nothing is written if any file cannot be read.
+    """
+    from autofocus.imageio import count_pages, iter_pages
     from autofocus.scorer import LocalScorer
 
     sc = scorer or LocalScorer()
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
+    n_images = 0
     for i, f in enumerate(files):
-        frame = read_image(f)
-        s = sc.score(frame, objective, with_patches=overlays is not None)  # type: ignore[attr-defined]
-        w.writerow(
-            [
-                str(f),
-                s.predicted_level,
-                f"{s.expected_level:.4f}",
-                f"{s.certainty_aggregate:.4f}",
-                f"{s.certainty_mean:.4f}",
-                f"{s.certainty_max:.4f}",
-                f"{s.certainty_weighted:.4f}",
-                f"{s.in_focus_probability:.4f}",
-                s.verdict,
-                "" if s.blur_px != s.blur_px else f"{s.blur_px:.3f}",
-                f"{s.textured_fraction:.3f}",
-                "" if s.abs_dz_um is None else f"{s.abs_dz_um:.3f}",
-                *[f"{p:.5f}" for p in s.probabilities],
-                s.model_version,
-            ]
-        )
-        if overlays is not None:
-            write_overlay(overlays / f"{f.stem}_overlay.png", frame, s)
+        n_pages = count_pages(f) if overlays is not None else 0
+        for page, frame in enumerate(iter_pages(f)):
+            _score_one(sc, w, f, page, frame, objective, overlays, n_pages)
+            n_images += 1
         if progress:
             progress(i + 1)
     atomic_write_text(csv_path, buf.getvalue())
-    return len(files)
+    return n_images
+
+
+def _score_one(
+    sc: Any,
+    w: Any,
+    f: Path,
+    page: int,
+    frame: np.ndarray,
+    objective: Objective | None,
+    overlays: Path | None,
+    n_pages: int,
+) -> None:
+    from autofocus.overlay import write_overlay
+
+    try:
+        s = sc.score(frame, objective, with_patches=overlays is not None)
+    except InvalidFrameError as exc:  # name the file (and page) the frame came from
+        raise InvalidFrameError(f"{f} page {page}: {exc}") from exc
+    w.writerow(
+        [
+            str(f),
+            page,
+            s.predicted_level,
+            f"{s.expected_level:.4f}",
+            f"{s.certainty_aggregate:.4f}",
+            f"{s.certainty_mean:.4f}",
+            f"{s.certainty_max:.4f}",
+            f"{s.certainty_weighted:.4f}",
+            f"{s.in_focus_probability:.4f}",
+            s.verdict,
+            "" if s.blur_px != s.blur_px else f"{s.blur_px:.3f}",
+            f"{s.textured_fraction:.3f}",
+            "" if s.abs_dz_um is None else f"{s.abs_dz_um:.3f}",
+            *[f"{p:.5f}" for p in s.probabilities],
+            s.model_version,
+        ]
+    )
+    if overlays is not None:
+        name = f"{f.stem}_p{page:04d}_overlay.png" if n_pages > 1 else f"{f.stem}_overlay.png"
+        write_overlay(overlays / name, frame, s)

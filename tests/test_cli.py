@@ -155,6 +155,8 @@ def test_demo_and_benchmark_names_checked_before_calibrating(tmp_path: Path, cap
 def test_labelled_csv_is_checked_before_scoring(tmp_path: Path, capsys) -> None:
     img = tmp_path / "a.tif"
     tifffile.imwrite(img, np.random.default_rng(0).integers(0, 4000, (128, 128), np.uint16))
+    stack = np.random.default_rng(0).integers(0, 4000, (3, 128, 128), np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     out = tmp_path / "ev"
     for body, why in (
         ("file,level\na.tif,nan\n", "level must be an integer"),
@@ -162,12 +164,44 @@ def test_labelled_csv_is_checked_before_scoring(tmp_path: Path, capsys) -> None:
         ("file,level\nmissing.tif,3\n", "no such image"),
         ("file,level\n", "no rows"),
         ("file,level\na.tif,3\na.tif,\n", "bad in/out label"),
+        ("file,level\na.tif,3\nstack.tif,3\n", "line 3: 'stack.tif' holds 3 pages"),
     ):
         csv_path = tmp_path / "labels.csv"
         csv_path.write_text(body)
         assert main(["evaluate", "--labelled", str(csv_path), "--output", str(out)]) == 2
         assert why in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_score_gives_every_page_of_a_stack_its_own_row(tmp_path: Path) -> None:
+    """A through-focus OME-TIFF: one row and one overlay per page, levels rising off focus."""
+    import csv
+
+    from autofocus.scoring_cli import CSV_COLUMNS
+
+    stack = tmp_path / "st.ome.tif"
+    sim = ["simulate", "--specimen", "tissue", "--objective", "20X", "--slices", "5"]
+    assert main([*sim, "--size", "256", "--output", str(stack)]) == 0
+    single = tmp_path / "one.tif"
+    tifffile.imwrite(single, tifffile.imread(stack)[2])
+    out, ov = tmp_path / "s.csv", tmp_path / "ov"
+    argv = ["score", str(stack), str(single), "--csv", str(out), "--overlays", str(ov)]
+    assert main([*argv, "--objective", "20X"]) == 0
+    rows = [dict(zip(CSV_COLUMNS, r, strict=True)) for r in list(csv.reader(out.open()))[1:]]
+    assert [(Path(r["file"]).name, int(r["page"])) for r in rows] == [
+        *[("st.ome.tif", k) for k in range(5)],
+        ("one.tif", 0),
+    ]
+    # the stack runs -z..+z through focus: the middle page is the sharpest
+    levels = [int(r["predicted_level"]) for r in rows[:5]]
+    assert levels[2] <= 2 < min(levels[1], levels[3])
+    assert max(levels[1], levels[3]) < min(levels[0], levels[4])
+    verdicts = [r["verdict"] for r in rows[:5]]
+    assert verdicts == ["out_of_focus", "out_of_focus", "in_focus", "out_of_focus", "out_of_focus"]
+    # the middle page written alone scores as it did inside the stack
+    assert rows[5]["blur_px"] == rows[2]["blur_px"]
+    pages = [f"st.ome_p{k:04d}_overlay.png" for k in range(5)]
+    assert sorted(p.name for p in ov.iterdir()) == sorted(["one_overlay.png", *pages])
 
 
 def test_unreadable_images_are_one_line_errors(tmp_path: Path, capsys) -> None:
