@@ -260,13 +260,13 @@ def score(
         check_writable(overlays, "dir")
     files = list(iter_image_paths(paths))
     with Progress(transient=True) as progress:
-        task = progress.add_task("scoring", total=len(files))
+        task = progress.add_task("scoring", total=None)
         n = score_files(
             files,
             csv_path,
             objective=obj,
             overlays=overlays,
-            progress=lambda i: progress.update(task, completed=i),
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     typer.echo(f"scored {n} images from {len(files)} files -> {csv_path}")
 

@@ -29,7 +29,7 @@ def read_image(path: str | Path) -> np.ndarray:
     import tifffile
 
     with _reading(p), tifffile.TiffFile(p) as tf:
-        n = len(tf.pages)
+        n = _n_pages(p, tf)
         if n > 1:
             raise InvalidInputError(
                 f"{p} holds {n} pages (a stack); give one image per file, or score every "
@@ -56,21 +56,25 @@ def count_pages(path: str | Path) -> int:
     import tifffile
 
     with _reading(p), tifffile.TiffFile(p) as tf:
-        n = len(tf.pages)
-    return n
+        return _n_pages(p, tf)
 
 
 def _tiff_pages(p: Path) -> Iterator[np.ndarray]:
     import tifffile
 
     with _reading(p), tifffile.TiffFile(p) as tf:
-        n = len(tf.pages)
-        if n == 0:
-            raise InvalidFrameError(f"could not read {p}: the TIFF holds no image")
+        n = _n_pages(p, tf)
         for i in range(n):
             with _reading(p, f" page {i}" if n > 1 else ""):
                 arr = _page(tf.pages[i])
             yield arr
+
+
+def _n_pages(p: Path, tf: Any) -> int:
+    n = len(tf.pages)
+    if n == 0:  # tifffile opens a broken header and finds no page
+        raise InvalidFrameError(f"could not read {p}: not a valid TIFF image (no page found)")
+    return n
 
 
 def _read_single(p: Path) -> np.ndarray:

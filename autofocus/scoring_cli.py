@@ -49,30 +49,33 @@ def score_files(
     objective: Objective | None = None,
     overlays: Path | None = None,
     scorer: object | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Score every page of every file; write the CSV (and overlays).
 
-    Returns the number of images scored. ``progress`` is called with the number of files
-    done. Nothing is written if any file cannot be read.
+    Every file is opened and its pages counted before any is scored, so an unreadable
+    file at the end of a long list fails at once. ``progress(done, total)`` counts
+    images (pages). Returns the number of images scored. Nothing is written if any file
+    cannot be read.
     """
     from autofocus.imageio import count_pages, iter_pages
     from autofocus.scorer import LocalScorer
 
+    n_pages = [count_pages(f) for f in files]
+    total = sum(n_pages)
     sc = scorer or LocalScorer()
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
-    n_images = 0
-    for i, f in enumerate(files):
-        n_pages = count_pages(f) if overlays is not None else 0
+    done = 0
+    for f, n in zip(files, n_pages, strict=True):
         for page, frame in enumerate(iter_pages(f)):
-            _score_one(sc, w, f, page, frame, objective, overlays, n_pages)
-            n_images += 1
-        if progress:
-            progress(i + 1)
+            _score_one(sc, w, f, page, frame, objective, overlays, n)
+            done += 1
+            if progress:
+                progress(done, total)
     atomic_write_text(csv_path, buf.getvalue())
-    return n_images
+    return done
 
 
 def _score_one(

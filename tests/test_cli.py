@@ -258,3 +258,29 @@ def test_score_writes_one_row_per_image_and_overlays(tmp_path: Path) -> None:
     general = load_card("classifier").sha256[:12]
     assert all(r[-1].startswith(f"classifier-1.0-{general}+") for r in rows[1:])
     assert all(r[CSV_COLUMNS.index("abs_dz_um")] == "" for r in rows[1:])
+
+
+def test_score_checks_every_file_before_scoring_any(tmp_path: Path) -> None:
+    """A bad file last in the list fails at once: nothing scored, no CSV written."""
+    from autofocus.errors import InvalidFrameError
+    from autofocus.scorer import LocalScorer
+    from autofocus.scoring_cli import score_files
+
+    class Counting(LocalScorer):
+        calls = 0
+
+        def score(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().score(*args, **kwargs)
+
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, np.random.default_rng(0).integers(0, 4000, (2, 96, 96), np.uint16))
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    seen: list[tuple[int, int]] = []
+    out = tmp_path / "s.csv"
+    with pytest.raises(InvalidFrameError, match=r"bad\.tif"):
+        score_files([good, bad], out, scorer=Counting(), progress=lambda *a: seen.append(a))
+    assert Counting.calls == 0 and not out.exists() and not seen
+    assert score_files([good, good], out, scorer=Counting(), progress=lambda *a: seen.append(a))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and Counting.calls == 4
