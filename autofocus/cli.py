@@ -268,7 +268,8 @@ def score(
             overlays=overlays,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    typer.echo(f"scored {n} images from {len(files)} files -> {csv_path}")
+    images, nf = ("image" if n == 1 else "images"), len(files)
+    typer.echo(f"scored {n} {images} from {nf} file{'' if nf == 1 else 's'} -> {csv_path}")
 
 
 @app.command()
