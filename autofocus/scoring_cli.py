@@ -55,8 +55,8 @@ def score_files(
 
     Every file is opened and its pages counted before any is scored, so an unreadable
     file at the end of a long list fails at once. ``progress(done, total)`` counts
-    images (pages). Returns the number of images scored. Nothing is written if any file
-    cannot be read.
+    images (pages). Returns the number of images scored. The CSV is written (atomically)
+    only when every page is scored; overlays are written as pages are scored.
     """
     from autofocus.imageio import count_pages, iter_pages
     from autofocus.scorer import LocalScorer
