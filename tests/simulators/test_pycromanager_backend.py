@@ -70,6 +70,19 @@ def test_acquisition_with_hook_records_z_and_frames(tmp_path: Path) -> None:
         assert not np.array_equal(frames[0], frames[2])
         assert get_virtual_microscope(core).z_um == pytest.approx(6.0)
     assert _backend_is_clean()
+    # `autofocus score` on the saved dataset: one row per frame, in acquisition order
+    import csv
+
+    from autofocus.scorer import LocalScorer
+    from autofocus.scoring_cli import score_files
+
+    (stack,) = tmp_path.glob("zstack*/*.tif")
+    scorer = LocalScorer()
+    assert score_files([stack], tmp_path / "s.csv", scorer=scorer) == 3
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [int(r["page"]) for r in rows] == [0, 1, 2]
+    direct = [f"{scorer.score(f).blur_px:.3f}" for f in frames]
+    assert [r["blur_px"] for r in rows] == direct
 
 
 def test_repeated_start_teardown_with_two_acquisitions_each() -> None:
