@@ -37,7 +37,7 @@ def run_evaluation(
 
     sc = scorer or LocalScorer()
     obj = get_objective(objective) if objective else None
-    version = sc.model_version_for(obj) if hasattr(sc, "model_version_for") else sc.model_version
+    version = sc.model_version_for(obj)
     payload: dict[str, Any] = {"model_version": version, "objective": objective, "seed": seed}
     synthetic = labelled is None and seed != 0
     held_out = f" (validation stream {seed}, not the reported set)" if synthetic else ""
