@@ -11,7 +11,14 @@ import numpy as np
 
 from autofocus.errors import AutofocusError, InvalidFrameError, InvalidInputError
 
-__all__ = ["IMAGE_SUFFIXES", "count_pages", "iter_image_paths", "iter_pages", "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "count_pages",
+    "iter_image_paths",
+    "iter_pages",
+    "pages_axes",
+    "read_image",
+]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -57,6 +64,21 @@ def count_pages(path: str | Path) -> int:
 
     with _reading(p), tifffile.TiffFile(p) as tf:
         return _n_pages(p, tf)
+
+
+def pages_axes(path: str | Path) -> list[dict[str, Any] | None]:
+    """Each page's acquisition axes (e.g. ``{"time": 0, "z": 3}``) when the file is a
+    TIFF of a Pycro-Manager (NDTiff) dataset; ``None`` for every page otherwise."""
+    from autofocus.ndtiff_axes import page_axes
+
+    p = _checked(path)
+    if not _is_tiff(p):
+        return [None]
+    import tifffile
+
+    with _reading(p), tifffile.TiffFile(p) as tf:
+        offsets = [(pg.dataoffsets or (-1,))[0] for pg in tf.pages[: _n_pages(p, tf)]]
+    return page_axes(p, offsets)
 
 
 def _tiff_pages(p: Path) -> Iterator[np.ndarray]:

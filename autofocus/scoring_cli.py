@@ -1,13 +1,16 @@
 """Scoring files to a CSV (``autofocus score``): one row per image, written atomically.
 
 Every page of a multi-page TIFF (a z-stack, a time series) is an image: it gets its own
-row (``page`` counts from 0 within the file) and, with overlays, its own PNG.
+row (``page`` counts from 0 within the file) and, with overlays, its own PNG. A page of a
+Pycro-Manager dataset also gets its acquisition axes (``axes``, JSON, from the dataset's
+``NDTiff.index``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ __all__ = ["CSV_COLUMNS", "score_files"]
 CSV_COLUMNS = [
     "file",
     "page",
+    "axes",
     "predicted_level",
     "expected_level",
     "certainty_aggregate",
@@ -37,7 +41,9 @@ CSV_COLUMNS = [
     *[f"p{k}" for k in range(N_LEVELS)],
     "model_version",
 ]
-"""One row per image (each page of a TIFF is one); ``model_version`` names the classifier
+"""One row per image (each page of a TIFF is one). ``axes``: the page's acquisition axes
+as JSON with sorted keys (``{"position": 0, "time": 2, "z": 5}``) when the file belongs to
+a Pycro-Manager dataset, else empty. ``model_version`` names the classifier
 and regressor that scored it (a preset with its own classifier, ``--objective 20X``,
 gets that one)."""
 
@@ -58,19 +64,20 @@ def score_files(
     images (pages). Returns the number of images scored. The CSV is written (atomically)
     only when every page is scored; overlays are written as pages are scored.
     """
-    from autofocus.imageio import count_pages, iter_pages
+    from autofocus.imageio import count_pages, iter_pages, pages_axes
     from autofocus.scorer import LocalScorer
 
     n_pages = [count_pages(f) for f in files]
     total = sum(n_pages)
+    axes = [pages_axes(f) for f in files]
     sc = scorer or LocalScorer()
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
     done = 0
-    for f, n in zip(files, n_pages, strict=True):
+    for f, n, ax in zip(files, n_pages, axes, strict=True):
         for page, frame in enumerate(iter_pages(f)):
-            _score_one(sc, w, f, page, frame, objective, overlays, n)
+            _score_one(sc, w, f, (page, ax[page]), frame, objective, overlays, n)
             done += 1
             if progress:
                 progress(done, total)
@@ -82,7 +89,7 @@ def _score_one(
     sc: Any,
     w: Any,
     f: Path,
-    page: int,
+    where: tuple[int, dict[str, Any] | None],
     frame: np.ndarray,
     objective: Objective | None,
     overlays: Path | None,
@@ -90,6 +97,7 @@ def _score_one(
 ) -> None:
     from autofocus.overlay import write_overlay
 
+    page, axes = where
     try:
         s = sc.score(frame, objective, with_patches=overlays is not None)
     except InvalidFrameError as exc:  # name the file (and page) the frame came from
@@ -98,6 +106,7 @@ def _score_one(
         [
             str(f),
             page,
+            "" if axes is None else json.dumps(axes, sort_keys=True),
             s.predicted_level,
             f"{s.expected_level:.4f}",
             f"{s.certainty_aggregate:.4f}",

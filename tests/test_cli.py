@@ -192,6 +192,7 @@ def test_score_gives_every_page_of_a_stack_its_own_row(tmp_path: Path) -> None:
         *[("st.ome.tif", k) for k in range(5)],
         ("one.tif", 0),
     ]
+    assert all(r["axes"] == "" for r in rows)  # not a Pycro-Manager dataset
     # the stack runs -z..+z through focus: the middle page is the sharpest
     levels = [int(r["predicted_level"]) for r in rows[:5]]
     assert levels[2] <= 2 < min(levels[1], levels[3])

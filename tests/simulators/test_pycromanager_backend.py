@@ -72,6 +72,7 @@ def test_acquisition_with_hook_records_z_and_frames(tmp_path: Path) -> None:
     assert _backend_is_clean()
     # `autofocus score` on the saved dataset: one row per frame, in acquisition order
     import csv
+    import json
 
     from autofocus.scorer import LocalScorer
     from autofocus.scoring_cli import score_files
@@ -81,6 +82,7 @@ def test_acquisition_with_hook_records_z_and_frames(tmp_path: Path) -> None:
     assert score_files([stack], tmp_path / "s.csv", scorer=scorer) == 3
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert [int(r["page"]) for r in rows] == [0, 1, 2]
+    assert [json.loads(r["axes"])["z"] for r in rows] == [0, 1, 2]  # from NDTiff.index
     direct = [f"{scorer.score(f).blur_px:.3f}" for f in frames]
     assert [r["blur_px"] for r in rows] == direct
 
