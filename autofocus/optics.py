@@ -95,9 +95,23 @@ class Objective(BaseModel):
         """Airy-disc diameter (to the first zero), in sample pixels."""
         return 1.22 * self.wavelength_um / self.na / self.pixel_size_um
 
+    @property
+    def blur_slope(self) -> float:
+        """Effective ``tan(theta)``: blur diameter per unit defocus, ``d_geo / (2 |dz|)``.
+
+        The diameter of the uniform disc whose mean ray radius equals that of the real
+        defocused cone: ``3 (theta - sin(theta) cos(theta)) / (2 sin(theta)^2)``.  It is
+        ``tan(theta)`` for small apertures and falls below it at high NA, where the
+        marginal rays carry little energy (0.98 tan(theta) at NA/n 0.3, 0.80 at 0.8,
+        0.57 at 0.95): what the image shows, not how far the extreme ray reaches.
+        """
+        t = self.half_angle_rad
+        s = math.sin(t)
+        return 1.5 * (t - s * math.cos(t)) / (s * s)
+
     @cached_property
     def _px_per_um_defocus(self) -> float:
-        return 2.0 * math.tan(self.half_angle_rad) / self.pixel_size_um
+        return 2.0 * self.blur_slope / self.pixel_size_um
 
     def with_binning(self, binning: int) -> Objective:
         return self.model_copy(update={"binning": int(binning)})
