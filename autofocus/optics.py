@@ -7,15 +7,28 @@ Definitions (used by the simulator, the scorers, calibration and search alike)
 * Depth of field (for reporting): ``DOF = lambda n / NA^2 + n e / (M NA)`` with
   ``e = camera_pixel_size_um * binning`` (the usual widefield formula).
 * Half-angle of the collection cone: ``theta = asin(NA / n)``.
+* Blur slope ``t``: the diameter, per unit defocus, of the uniform disc whose mean ray
+  radius equals that of the real defocused cone (pupil uniform in ``sin``):
+  ``t = 3 (theta - sin(theta) cos(theta)) / (2 sin(theta)^2)``.  It equals
+  ``tan(theta)`` for small apertures and falls below it at high NA (0.98 tan(theta) at
+  NA/n 0.3, 0.83 at 0.75, 0.60 at 0.92), where the marginal rays are few and spread
+  thin.  Fitting a uniform disc to the simulator's defocused transfer function gives
+  the same fall (0.93 / 0.80 / 0.66 of the NA 0.3 figure at NA/n 0.6 / 0.8 / 0.9); the
+  marginal ray ``tan(theta)`` made a general classifier read high-NA fields 0.7-1.7
+  levels too low.
 * Geometric blur diameter of a point ``dz`` away from focus, in sample pixels:
-  ``d_geo(dz) = 2 |dz| tan(theta) / pixel_size_um``.
+  ``d_geo(dz) = 2 |dz| t / pixel_size_um``.
 * Diffraction-limited spot diameter in pixels (Airy disc to its first zero):
   ``d_diff = 1.22 lambda / NA / pixel_size_um``.
 * Effective blur diameter: ``d(dz) = sqrt(d_geo(dz)^2 + d_diff^2)``.
 * Defocus level (Yang et al.: about 3 px of blur diameter per level, 11 levels):
   ``level(dz) = (d(dz) - d_diff) / LEVEL_STEP_PX`` with ``LEVEL_STEP_PX = 3``;
   0 at focus, continuous, clipped to ``[0, N_LEVELS - 1]`` when asked for a class.
-  The inverse is ``|dz| = sqrt((d_diff + 3 level)^2 - d_diff^2) * pixel / (2 tan theta)``.
+  The inverse is ``|dz| = sqrt((d_diff + 3 level)^2 - d_diff^2) * pixel / (2 t)``.
+* The regressor's blur score b is the marginal-ray diameter ``2 |dz| tan(theta) / pixel``
+  (its training label; the scorer converts b to micrometres with ``tan(theta)``).  The
+  two diameters differ by 2 % at NA/n 0.3 and 6 % at 0.5; calibration fits b against
+  measured z, so the search relies on neither formula.
 
 Levels are defined in pixels of blur, so a classifier trained on them is
 objective-independent; the :class:`Objective` turns a level into micrometres.
@@ -95,9 +108,23 @@ class Objective(BaseModel):
         """Airy-disc diameter (to the first zero), in sample pixels."""
         return 1.22 * self.wavelength_um / self.na / self.pixel_size_um
 
+    @property
+    def blur_slope(self) -> float:
+        """Effective ``tan(theta)``: blur diameter per unit defocus, ``d_geo / (2 |dz|)``.
+
+        The diameter of the uniform disc whose mean ray radius equals that of the real
+        defocused cone: ``3 (theta - sin(theta) cos(theta)) / (2 sin(theta)^2)``.  It is
+        ``tan(theta)`` for small apertures and falls below it at high NA, where the
+        marginal rays carry little energy (0.98 tan(theta) at NA/n 0.3, 0.79 at 0.8,
+        0.52 at 0.95): what the image shows, not how far the extreme ray reaches.
+        """
+        t = self.half_angle_rad
+        s = math.sin(t)
+        return 1.5 * (t - s * math.cos(t)) / (s * s)
+
     @cached_property
     def _px_per_um_defocus(self) -> float:
-        return 2.0 * math.tan(self.half_angle_rad) / self.pixel_size_um
+        return 2.0 * self.blur_slope / self.pixel_size_um
 
     def with_binning(self, binning: int) -> Objective:
         return self.model_copy(update={"binning": int(binning)})

@@ -132,13 +132,13 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _sample_blur_px(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> float:
+def _sample_abs_dz_um(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> float:
+    """|dz| of a field: classifier fields have a uniform level, regressor fields a uniform
+    marginal-ray blur diameter (half in [0, 30] px, half in [0, max_blur_px])."""
     if cfg.defocus == "classifier":
-        level = float(rng.uniform(0.0, cfg.max_level))
-        d = obj.diffraction_diameter_px + 3.0 * level
-        return math.sqrt(max(d * d - obj.diffraction_diameter_px**2, 0.0))
+        return float(obj.level_to_dz_um(float(rng.uniform(0.0, cfg.max_level))))
     hi = 30.0 if rng.random() < 0.5 else cfg.max_blur_px
-    return float(rng.uniform(0.0, hi))
+    return float(rng.uniform(0.0, hi)) * obj.pixel_size_um / (2 * math.tan(obj.half_angle_rad))
 
 
 def _specimen_options(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> dict:
@@ -164,8 +164,7 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
 
     rng = np.random.default_rng([seed, i])
     obj = random_objective(rng, cfg)
-    blur = _sample_blur_px(rng, cfg, obj)
-    dz = blur * obj.pixel_size_um / (2 * math.tan(obj.half_angle_rad))
+    dz = _sample_abs_dz_um(rng, cfg, obj)
     dz *= 1 if rng.random() < 0.5 else -1
     a = cfg.aberration_waves_max
     ab = Aberrations(
