@@ -12,10 +12,11 @@ Definitions (used by the simulator, the scorers, calibration and search alike)
   ``t = 3 (theta - sin(theta) cos(theta)) / (2 sin(theta)^2)``.  It equals
   ``tan(theta)`` for small apertures and falls below it at high NA (0.98 tan(theta) at
   NA/n 0.3, 0.83 at 0.75, 0.60 at 0.92), where the marginal rays are few and spread
-  thin.  Fitting a uniform disc to the simulator's defocused transfer function gives
-  the same fall (0.93 / 0.80 / 0.66 of the NA 0.3 figure at NA/n 0.6 / 0.8 / 0.9); the
-  marginal ray ``tan(theta)`` made a general classifier read high-NA fields 0.7-1.7
-  levels too low.
+  thin.  Fitting a uniform disc to the transfer function of the simulator's defocused
+  PSF (24 px marginal-ray diameter) gives nearly the same fall: 0.92 / 0.78 / 0.64 of
+  the NA/n 0.3 diameter at NA/n 0.6 / 0.8 / 0.9, where ``t`` says 0.93 / 0.80 / 0.66.
+  The marginal ray ``tan(theta)`` made a general classifier read fields at NA/n >= 0.8
+  0.7-1.7 levels too low.
 * Geometric blur diameter of a point ``dz`` away from focus, in sample pixels:
   ``d_geo(dz) = 2 |dz| t / pixel_size_um``.
 * Diffraction-limited spot diameter in pixels (Airy disc to its first zero):
