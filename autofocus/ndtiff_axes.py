@@ -21,6 +21,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from autofocus.errors import InvalidInputError
+
 __all__ = ["INDEX_NAME", "page_axes", "read_index"]
 
 INDEX_NAME = "NDTiff.index"
@@ -30,7 +32,10 @@ _TAIL = struct.Struct("<8I")
 
 def read_index(index_path: str | Path) -> list[tuple[dict[str, Any], str, int]]:
     """``(axes, filename, pixel_offset)`` for each complete entry of an NDTiff index."""
-    data = Path(index_path).read_bytes()
+    try:
+        data = Path(index_path).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"could not read the dataset index {index_path}: {exc}") from exc
     out: list[tuple[dict[str, Any], str, int]] = []
     pos = 0
     while pos + 4 <= len(data):

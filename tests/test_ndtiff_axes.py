@@ -78,3 +78,19 @@ def test_score_writes_the_axes_column(tmp_path: Path) -> None:
     assert score_files([tif], tmp_path / "s.csv", scorer=LocalScorer()) == 2
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert [r["axes"] for r in rows] == ['{"position": 0, "time": 3, "z": 1}', ""]
+
+
+def test_an_unreadable_index_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    from autofocus.errors import InvalidInputError
+
+    tif, offs = _dataset(tmp_path / "ds")
+    (tmp_path / "ds" / "NDTiff.index").write_bytes(_entry({"z": 0}, tif.name, offs[0]))
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(InvalidInputError, match="dataset index"):
+        pages_axes(tif)
