@@ -68,7 +68,10 @@ def count_pages(path: str | Path) -> int:
 
 def pages_axes(path: str | Path) -> list[dict[str, Any] | None]:
     """Each page's acquisition axes (e.g. ``{"time": 0, "z": 3}``) when the file is a
-    TIFF of a Pycro-Manager (NDTiff) dataset; ``None`` for every page otherwise."""
+    TIFF of a Pycro-Manager (NDTiff) dataset; ``None`` for every page otherwise.
+
+    One entry per page, so its length is :func:`count_pages`; a TIFF with no readable
+    page raises :class:`InvalidFrameError`, as :func:`count_pages` does."""
     from autofocus.ndtiff_axes import page_axes
 
     p = _checked(path)

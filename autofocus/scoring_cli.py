@@ -64,12 +64,12 @@ def score_files(
     images (pages). Returns the number of images scored. The CSV is written (atomically)
     only when every page is scored; overlays are written as pages are scored.
     """
-    from autofocus.imageio import count_pages, iter_pages, pages_axes
+    from autofocus.imageio import iter_pages, pages_axes
     from autofocus.scorer import LocalScorer
 
-    n_pages = [count_pages(f) for f in files]
+    axes = [pages_axes(f) for f in files]  # opens every file, one entry per page
+    n_pages = [len(a) for a in axes]
     total = sum(n_pages)
-    axes = [pages_axes(f) for f in files]
     sc = scorer or LocalScorer()
     buf = io.StringIO()
     w = csv.writer(buf)
