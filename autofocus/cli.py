@@ -162,6 +162,22 @@ def _int_list(flag: str, text: str | None) -> tuple[int, ...] | None:
         raise InvalidInputError(f"{flag} must be comma-separated integers, not {text!r}") from None
 
 
+def _fill_range(text: str | None) -> tuple[float, float] | None:
+    """``"0.6,0.8"`` -> ``(0.6, 0.8)``; ``"none"`` or None -> None (a point source)."""
+    from autofocus.errors import InvalidInputError
+    from autofocus.training.data import check_condenser_fill
+
+    if text is None or text.strip().lower() == "none":
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInputError(
+            f"--condenser-fill must be two comma-separated numbers (lo,hi) or none, not {text!r}"
+        ) from None
+    return check_condenser_fill(values)
+
+
 def _names(text: str) -> tuple[str, ...]:
     """``"a, b,,c"`` -> ``("a", "b", "c")`` (blanks dropped)."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -201,6 +217,13 @@ def train(
         str | None,
         typer.Option(help="classifier: train for one objective preset (classifier-<name>)"),
     ] = None,
+    condenser_fill: Annotated[
+        str | None,
+        typer.Option(
+            help="brightfield fields under Koehler illumination, condenser NA a fraction "
+            "of the objective's drawn from lo,hi (e.g. 0.6,0.8) [a point source]"
+        ),
+    ] = None,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -226,6 +249,7 @@ def train(
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
         "objective": objective,
+        "condenser_fill": _fill_range(condenser_fill),
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]
@@ -302,6 +326,13 @@ def evaluate(
     weights: Annotated[
         Path | None, typer.Option(help="model weights folder [default: the shipped models]")
     ] = None,
+    condenser_fill: Annotated[
+        str,
+        typer.Option(
+            help="held-out brightfield images: Koehler illumination, condenser NA a fraction "
+            "of the objective's drawn from lo,hi; none: a point source"
+        ),
+    ] = "0.6,0.8",
 ) -> None:
     """Evaluate the models on held-out synthetic data (or a labelled folder)."""
     from autofocus.evaluation_cli import run_evaluation
@@ -320,6 +351,7 @@ def evaluate(
         seeds_per_specimen=seeds_per_specimen,
         seed=seed,
         scorer=scorer,
+        condenser_fill=_fill_range(condenser_fill),
     )
     typer.echo(md)
 

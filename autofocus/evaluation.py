@@ -116,11 +116,15 @@ def evaluate_classifier_synthetic(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     objective: str | None = None,
+    condenser_fill: tuple[float, float] | None = (0.6, 0.8),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score held-out synthetic images (disjoint seeds, held-out specimen types included).
 
     ``objective``: a preset name to see every image through (the scorer is told it, so a
     classifier trained for that preset is the one evaluated); None: random optics.
+    ``condenser_fill``: brightfield images under Koehler illumination with a condenser
+    NA of this fraction of the objective's (the usual 60-80 % setting of the aperture
+    diaphragm); None: a point source.
     """
     from dataclasses import replace
 
@@ -129,6 +133,7 @@ def evaluate_classifier_synthetic(
         HELD_OUT_SPECIMENS,
         TRAIN_SPECIMENS,
         DomainConfig,
+        check_condenser_fill,
         level_class,
         render_field_sample,
     )
@@ -138,6 +143,7 @@ def evaluate_classifier_synthetic(
         specimens=TRAIN_SPECIMENS + HELD_OUT_SPECIMENS,
         field_px=field_px,
         objective=None if objective is None else get_objective(objective).name,
+        condenser_fill=check_condenser_fill(condenser_fill),
     )
     true, scores, rows = [], [], []
     for i in range(n_images):

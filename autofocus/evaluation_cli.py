@@ -29,6 +29,7 @@ def run_evaluation(
     seeds_per_specimen: int = 4,
     seed: int = 0,
     scorer: Any = None,
+    condenser_fill: tuple[float, float] | None = (0.6, 0.8),
 ) -> str:
     from rich.progress import Progress
 
@@ -63,12 +64,23 @@ def run_evaluation(
                 seed=seed,
                 progress=lambda i, n: progress.update(t, completed=i),
                 objective=obj.name if obj else None,
+                condenser_fill=condenser_fill,
             )
             payload["classifier"] = figs
+            payload["condenser_fill"] = None if condenser_fill is None else list(condenser_fill)
             payload["classifier_rows"] = rows
             plot_confusion(figs["confusion_matrix"], out_dir / "confusion_matrix.png")
             seen = f"all through {obj.name}" if obj else "random objectives"
-            md.append(f"## Classifier (held-out synthetic images, {seen}, full scoring pipeline)\n")
+            light = (
+                "brightfield lit by a point source"
+                if condenser_fill is None
+                else "brightfield under Koehler illumination, condenser NA "
+                f"{condenser_fill[0]:g}-{condenser_fill[1]:g} x NA"
+            )
+            md.append(
+                f"## Classifier (held-out synthetic images, {seen}, {light}, "
+                "full scoring pipeline)\n"
+            )
             keys = [
                 "n_images",
                 "n_undetermined",

@@ -26,6 +26,10 @@ Definitions (used by the simulator, the scorers, calibration and search alike)
   ``level(dz) = (d(dz) - d_diff) / LEVEL_STEP_PX`` with ``LEVEL_STEP_PX = 3``;
   0 at focus, continuous, clipped to ``[0, N_LEVELS - 1]`` when asked for a class.
   The inverse is ``|dz| = sqrt((d_diff + 3 level)^2 - d_diff^2) * pixel / (2 t)``.
+* Brightfield under Koehler illumination: the defocus blur is the cone of the
+  condenser's aperture (``NA_c <= NA``; see ``simulators.psf.illumination_shift_kernel``),
+  so its level uses ``t_c = t(asin(NA_c / n))`` in ``d_geo`` (``d_diff`` stays the
+  objective's): the level is the blur the image shows, in every modality.
 * The regressor's blur score b is the marginal-ray diameter ``2 |dz| tan(theta) / pixel``
   (its training label; the scorer converts b to micrometres with ``tan(theta)``).  The
   two diameters differ by 2 % at NA/n 0.3 and 6 % at 0.5; calibration fits b against
@@ -52,6 +56,7 @@ __all__ = [
     "N_LEVELS",
     "OBJECTIVE_PRESETS",
     "Objective",
+    "cone_blur_slope",
     "get_objective",
 ]
 
@@ -119,45 +124,69 @@ class Objective(BaseModel):
         marginal rays carry little energy (0.98 tan(theta) at NA/n 0.3, 0.79 at 0.8,
         0.52 at 0.95): what the image shows, not how far the extreme ray reaches.
         """
-        t = self.half_angle_rad
-        s = math.sin(t)
-        return 1.5 * (t - s * math.cos(t)) / (s * s)
+        return cone_blur_slope(self.na / self.immersion_index)
 
     @cached_property
     def _px_per_um_defocus(self) -> float:
         return 2.0 * self.blur_slope / self.pixel_size_um
 
+    def _px_per_um(self, condenser_na: float | None) -> float:
+        if condenser_na is None:
+            return self._px_per_um_defocus
+        na_c = float(condenser_na)
+        if not (math.isfinite(na_c) and 0.0 < na_c <= self.na):
+            raise InvalidInputError(
+                f"condenser_na must be in (0, NA = {self.na}], got {condenser_na!r}"
+            )
+        return 2.0 * cone_blur_slope(na_c / self.immersion_index) / self.pixel_size_um
+
     def with_binning(self, binning: int) -> Objective:
         return self.model_copy(update={"binning": int(binning)})
 
     # ---- level <-> blur <-> dz ---------------------------------------------
-    def blur_diameter_px(self, dz_um: Any) -> Any:
-        """Effective blur diameter (px) of a point ``dz_um`` away from focus."""
-        d_geo = np.abs(np.asarray(dz_um, dtype=float)) * self._px_per_um_defocus
+    def blur_diameter_px(self, dz_um: Any, condenser_na: float | None = None) -> Any:
+        """Effective blur diameter (px) of a point ``dz_um`` away from focus.
+
+        ``condenser_na``: a brightfield image under Koehler illumination, whose defocus
+        blur is the cone of the condenser's aperture (NA_c <= NA), not the objective's.
+        """
+        d_geo = np.abs(np.asarray(dz_um, dtype=float)) * self._px_per_um(condenser_na)
         d = np.hypot(d_geo, self.diffraction_diameter_px)
         return float(d) if np.ndim(d) == 0 else d
 
-    def dz_to_level(self, dz_um: Any) -> Any:
-        """Continuous defocus level for a defocus (sign ignored); 0 at focus."""
-        lv = (np.asarray(self.blur_diameter_px(dz_um)) - self.diffraction_diameter_px) / (
-            LEVEL_STEP_PX
-        )
+    def dz_to_level(self, dz_um: Any, condenser_na: float | None = None) -> Any:
+        """Continuous defocus level for a defocus (sign ignored); 0 at focus.
+        ``condenser_na``: as for :meth:`blur_diameter_px` (brightfield)."""
+        d = np.asarray(self.blur_diameter_px(dz_um, condenser_na))
+        lv = (d - self.diffraction_diameter_px) / LEVEL_STEP_PX
         return float(lv) if np.ndim(lv) == 0 else lv
 
-    def level_to_dz_um(self, level: Any) -> Any:
+    def level_to_dz_um(self, level: Any, condenser_na: float | None = None) -> Any:
         """|dz| in micrometres for a (continuous) level >= 0; the inverse of ``dz_to_level``."""
         lv = np.asarray(level, dtype=float)
         if np.any(lv < 0) or not np.all(np.isfinite(lv)):
             raise InvalidInputError("levels must be finite and >= 0")
         d0 = self.diffraction_diameter_px
         d = d0 + LEVEL_STEP_PX * lv
-        dz = np.sqrt(np.maximum(d**2 - d0**2, 0.0)) / self._px_per_um_defocus
+        dz = np.sqrt(np.maximum(d**2 - d0**2, 0.0)) / self._px_per_um(condenser_na)
         return float(dz) if np.ndim(dz) == 0 else dz
 
     def dz_to_class(self, dz_um: Any) -> Any:
         """Nearest integer class in ``0..N_LEVELS-1`` for a defocus."""
         c = np.clip(np.rint(np.asarray(self.dz_to_level(dz_um))), 0, N_LEVELS - 1).astype(int)
         return int(c) if np.ndim(c) == 0 else c
+
+
+def cone_blur_slope(sin_theta: float) -> float:
+    """Mean-ray blur slope of a cone filled uniformly in ``sin`` up to ``sin_theta``:
+    ``3 (theta - sin(theta) cos(theta)) / (2 sin(theta)^2)`` (``~ tan(theta)`` when small)."""
+    s = float(sin_theta)
+    if not 0.0 <= s < 1.0:
+        raise InvalidInputError(f"sin(theta) must be in [0, 1), got {sin_theta!r}")
+    if s < 1e-3:  # series: s + 3 s^3 / 10; avoids the cancellation below
+        return s + 0.3 * s**3
+    t = math.asin(s)
+    return 1.5 * (t - s * math.cos(t)) / (s * s)
 
 
 def _demo(name: str, mag: float, na: float) -> Objective:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.fft as sfft
+from scipy.signal import fftconvolve
 
 from autofocus.checks import finite_float
 from autofocus.errors import InvalidInputError
@@ -48,6 +49,7 @@ from autofocus.optics import Objective, get_objective
 from simulators.psf import (
     Aberrations,
     coherent_transfer,
+    illumination_shift_kernel,
     incoherent_psf,
     psf_radius_px,
 )
@@ -248,6 +250,7 @@ def _render_phase(
     surface: np.ndarray | None,
     aberrations: Aberrations,
     margin: int,
+    condenser_na: float | None = None,
 ) -> np.ndarray:
     shape = layers[0][1].shape
     phase = np.zeros(shape, dtype=np.float32)
@@ -279,8 +282,36 @@ def _render_phase(
     if acc is None:  # pragma: no cover - at least one band carries weight
         return np.ones((shape[0] - 2 * margin, shape[1] - 2 * margin), dtype=np.float32)
     amp = sfft.ifft2(acc, workers=_WORKERS, overwrite_x=True)
-    amp = amp[pad + margin : pad + shape[0] - margin, pad + margin : pad + shape[1] - margin]
-    return (amp.real**2 + amp.imag**2).astype(np.float32, copy=False)
+    if condenser_na is None:
+        amp = amp[pad + margin : pad + shape[0] - margin, pad + margin : pad + shape[1] - margin]
+        return (amp.real**2 + amp.imag**2).astype(np.float32, copy=False)
+    amp = amp[pad : pad + shape[0], pad : pad + shape[1]]
+    coherent = (amp.real**2 + amp.imag**2).astype(np.float32, copy=False)
+    out = _koehler_blur(objective, coherent, bands, condenser_na)
+    return out[margin : shape[0] - margin, margin : shape[1] - margin]
+
+
+def _koehler_blur(
+    objective: Objective, coherent: np.ndarray, bands: list[_Band], condenser_na: float
+) -> np.ndarray:
+    """The coherent image blurred by the condenser's cone (``illumination_shift_kernel``)
+    of each band's defocus; bands of a surface are blended with their hat weights at the
+    output pixel (an approximation: each pixel takes the blur of its own defocus)."""
+    out = np.zeros_like(coherent) if len(bands) > 1 else coherent
+    for band in bands:
+        kernel = illumination_shift_kernel(objective, band.defocus_um, condenser_na)
+        blurred = coherent if kernel is None else _convolve_reflect(coherent, kernel)
+        w = band.weight()
+        if w is None:
+            return blurred
+        out += w * blurred
+    return out
+
+
+def _convolve_reflect(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    r = kernel.shape[0] // 2
+    padded = np.pad(image, r, mode="symmetric")
+    return fftconvolve(padded, kernel, mode="valid").astype(np.float32, copy=False)
 
 
 def render_expected(
@@ -290,6 +321,7 @@ def render_expected(
     aberrations: Aberrations | None = None,
     *,
     margin_px: int = 0,
+    condenser_na: float | None = None,
 ) -> np.ndarray:
     """Noise-free expected image of a specimen patch at defocus ``dz_um``.
 
@@ -297,6 +329,11 @@ def render_expected(
     fluorescence (1.0 ~ a bright in-focus structure; clipped at 0 against FFT
     round-off) or brightfield intensity (background 1.0).  Per-pixel defocus is
     ``dz_um - surface_um - layer.z_offset_um``.
+
+    ``condenser_na`` (brightfield only): Koehler illumination through a condenser
+    aperture of that NA (at most the objective's), i.e. the coherent image blurred by
+    :func:`simulators.psf.illumination_shift_kernel`; None: a point source (fully
+    coherent, the limit of a closed aperture diaphragm).  Ignored for fluorescence.
     """
     obj = objective if isinstance(objective, Objective) else get_objective(objective)
     dz = _finite_float(dz_um, "dz_um")
@@ -312,7 +349,13 @@ def render_expected(
         raise InvalidInputError(f"margin_px={margin_px} does not fit a {h}x{w} patch")
     if kind == "fluorescence":
         return _render_fluorescence(obj, dz, layers, surface, ab, margin)
-    return _render_phase(obj, dz, layers, surface, ab, margin)
+    if condenser_na is not None:
+        condenser_na = _finite_float(condenser_na, "condenser_na")
+        if not 0.0 <= condenser_na <= obj.na:
+            raise InvalidInputError(
+                f"condenser_na must be in [0, NA = {obj.na}], got {condenser_na!r}"
+            )
+    return _render_phase(obj, dz, layers, surface, ab, margin, condenser_na)
 
 
 def _needed_margin(patch: Any, objective: Objective, dz_um: float, aberrations: Aberrations) -> int:
@@ -335,13 +378,16 @@ def render_field(
     y_um: float,
     shape: tuple[int, int],
     aberrations: Aberrations | None = None,
+    *,
+    condenser_na: float | None = None,
 ) -> np.ndarray:
     """Render the field of view of ``shape`` (H, W) centred on sample point (x_um, y_um).
 
     Pixel (0, 0) is at ``(x_um - W/2 * pixel, y_um - H/2 * pixel)``.  The patch is
     fetched with a margin of the PSF support radius (re-fetched, larger, up to twice
     when the specimen's surface or layers need more; any shortfall left is padded by
-    reflection), rendered and cropped.  Float32.
+    reflection), rendered and cropped.  Float32.  ``condenser_na``: as for
+    :func:`render_expected` (brightfield specimens only).
     """
     obj = objective if isinstance(objective, Objective) else get_objective(objective)
     dz = _finite_float(dz_um, "dz_um")
@@ -366,7 +412,7 @@ def render_field(
         if need <= margin or tries == 2:
             break
         margin, tries = need, tries + 1
-    out = render_expected(patch, obj, dz, ab, margin_px=margin)
+    out = render_expected(patch, obj, dz, ab, margin_px=margin, condenser_na=condenser_na)
     if out.shape != (h, w):  # pragma: no cover - specimen returned a wrong shape
         raise InvalidInputError(f"specimen returned a patch that renders to {out.shape}")
     return out

@@ -17,6 +17,9 @@ Labels, per patch
 * ``texture``: whether the noise-free patch carries detectable structure:
   ``std(expected electrons) / sqrt(mean(expected electrons) + read_noise^2) >= 0.5``.
 
+Brightfield (``phase``) fields are lit by a point source unless ``condenser_fill`` asks
+for Koehler illumination (see :func:`simulators.render.render_expected`).
+
 Held-out evaluation: seeds from a disjoint range (``EVAL_SEED_OFFSET``) and the specimen
 types in ``HELD_OUT_SPECIMENS``, which training never sees.
 """
@@ -30,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from autofocus.errors import InvalidInputError
 from autofocus.optics import N_LEVELS, Objective
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "TRAIN_SPECIMENS",
     "DomainConfig",
     "FieldSample",
+    "check_condenser_fill",
     "generate_fields",
     "random_objective",
 ]
@@ -77,6 +82,14 @@ class DomainConfig:
     objective: str | None = None
     """An objective preset's name: every field is seen through it (its NA, wavelength and
     pixel size; aberrations, specimens and camera stay random).  None: random optics."""
+    condenser_fill: tuple[float, float] | None = None
+    """Brightfield (phase) fields: Koehler illumination through a condenser aperture of
+    ``fill x NA``, ``fill`` uniform in this range (drawn from the field's own side
+    stream ``(seed, i, 1)``, so no other field and no other draw changes).  Such a
+    field keeps its drawn level, which is now the blur of the condenser's cone
+    (``Objective.dz_to_level(dz, condenser_na)``), so its |dz| is larger.  Classifier
+    data only.  None: a point source (fully coherent), the data every model before the
+    Koehler renderer was trained on."""
 
 
 @dataclass
@@ -118,6 +131,24 @@ def random_objective(rng: np.random.Generator, cfg: DomainConfig) -> Objective:
         camera_pixel_size_um=px * mag,
         wavelength_um=lam,
     )
+
+
+def check_condenser_fill(value: object) -> tuple[float, float] | None:
+    """``(lo, hi)`` with ``0 < lo <= hi <= 1`` (condenser NA / objective NA), or None."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"condenser_fill must be two numbers (lo, hi), got {value!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo <= hi <= 1.0):
+        raise InvalidInputError(
+            f"condenser_fill must satisfy 0 < lo <= hi <= 1 (a fraction of the objective's "
+            f"NA), got {value!r}"
+        )
+    return lo, hi
 
 
 def waves_per_blur_px(obj: Objective) -> float:
@@ -181,7 +212,13 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
     specimen = make_specimen(name, seed=spec_seed, **_specimen_options(rng, cfg, obj))
     x_um, y_um = (float(v) for v in rng.uniform(-2000, 2000, size=2))
     s = cfg.field_px
-    signal = render_field(specimen, obj, dz, x_um, y_um, (s, s), ab)
+    condenser_na = None
+    if cfg.condenser_fill is not None and getattr(specimen, "kind", None) == "phase":
+        fill = float(np.random.default_rng([seed, i, 1]).uniform(*cfg.condenser_fill))
+        condenser_na = fill * obj.na
+        if cfg.defocus == "classifier":  # the same level, now of the condenser's cone
+            dz = math.copysign(obj.level_to_dz_um(obj.dz_to_level(dz), condenser_na), dz)
+    signal = render_field(specimen, obj, dz, x_um, y_um, (s, s), ab, condenser_na=condenser_na)
     peak_e = _log_uniform(rng, *cfg.photons_range)
     read = float(rng.uniform(*cfg.read_noise_e_range))
     gain = _log_uniform(rng, *cfg.gain_range)
@@ -205,11 +242,11 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
         read_noise_e=read,
         objective=obj,
         dz_um=float(dz),
-        level=float(obj.dz_to_level(dz)),
+        level=float(obj.dz_to_level(dz, condenser_na)),
         blur_px=float(2 * abs(dz) * math.tan(obj.half_angle_rad) / obj.pixel_size_um),
         aberrations_px=(ab.astig_oblique / wpx, ab.astig_vertical / wpx, ab.spherical / wpx),
         specimen=name,
-        meta={"field": i, "seed": seed, "aberrations": ab},
+        meta={"field": i, "seed": seed, "aberrations": ab, "condenser_na": condenser_na},
     )
 
 

@@ -31,6 +31,7 @@ from autofocus.training.data import (
     HELD_OUT_SPECIMENS,
     TRAIN_SPECIMENS,
     DomainConfig,
+    check_condenser_fill,
 )
 from autofocus.training.dataset import PatchSet, build_patchset, n_patches_per_field
 
@@ -69,6 +70,9 @@ class Recipe:
     max_blur_px: float | None = None
     """Regressor only: the top of the blur range drawn for half the fields (the other half
     stay in [0, 30] px); None: ``DomainConfig.max_blur_px``."""
+    condenser_fill: tuple[float, float] | None = None
+    """Brightfield fields under Koehler illumination, condenser NA = fill x NA with fill
+    uniform in this range; None: a point source (see ``DomainConfig.condenser_fill``)."""
     objective: str | None = None
     """Classifier only: an objective preset's name.  Every training and held-out field is
     seen through that objective, and the model is written as ``classifier-<name>`` for
@@ -243,6 +247,12 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         # the preset's own spelling ("20x" -> "20X"), or a clear error for an unknown one
         objective=None if recipe.objective is None else get_objective(recipe.objective).name,
     )
+    cfg = replace(cfg, condenser_fill=check_condenser_fill(recipe.condenser_fill))
+    if cfg.condenser_fill is not None and kind != "classifier":
+        raise InvalidInputError(
+            "condenser_fill applies to the classifier only (the regressor's b is the "
+            "objective's blur)"
+        )
     if recipe.max_blur_px is not None:
         if kind != "regressor":
             raise InvalidInputError("max_blur_px applies to the regressor only")

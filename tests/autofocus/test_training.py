@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autofocus.cli import main
@@ -94,6 +95,11 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"model": "regressor", "max_blur_px": 30.0},
         {"model": "regressor", "max_blur_px": 257.0},
         {"model": "regressor", "objective": "20X"},  # one regressor serves every objective
+        {"condenser_fill": (0.8, 0.6)},
+        {"condenser_fill": (0.0, 0.6)},  # a closed aperture is the point source: None
+        {"condenser_fill": (0.6, 1.2)},  # the condenser cannot fill more than the pupil
+        {"condenser_fill": (0.6,)},
+        {"model": "regressor", "condenser_fill": (0.6, 0.8)},
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
@@ -171,3 +177,42 @@ def test_objective_fields_are_seen_through_that_preset() -> None:
     fs = render_field_sample(3, 0, DomainConfig(field_px=84, objective="40X"))
     assert fs.objective == get_objective("40X")
     assert render_field_sample(3, 0, DomainConfig(field_px=84)).objective.name == "random"
+
+
+def test_koehler_fields_change_only_brightfield_and_are_recorded(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from autofocus.training.data import DomainConfig, render_field_sample
+
+    point = DomainConfig(field_px=84)
+    koehler = replace(point, condenser_fill=(0.6, 0.8))
+    seen_phase = 0
+    for i in range(40):
+        a, b = render_field_sample(i, 0, point), render_field_sample(i, 0, koehler)
+        assert (a.specimen, a.level) == (b.specimen, pytest.approx(b.level))
+        assert a.meta["condenser_na"] is None
+        if a.specimen != "phase":
+            np.testing.assert_array_equal(a.frame, b.frame)
+            assert b.meta["condenser_na"] is None and b.dz_um == a.dz_um
+        else:
+            seen_phase += 1
+            na, na_c = b.objective.na, b.meta["condenser_na"]
+            assert 0.6 * na <= na_c <= 0.8 * na
+            # the level is the condenser cone's blur: the same level lies further out
+            assert abs(b.dz_um) > abs(a.dz_um) and b.dz_um * a.dz_um > 0
+            assert b.level == pytest.approx(b.objective.dz_to_level(b.dz_um, na_c))
+    assert seen_phase >= 2
+    train(_tiny(condenser_fill=(0.6, 0.8)), tmp_path, command="(test)")
+    card = json.loads((tmp_path / "classifier.json").read_text())
+    assert card["training"]["recipe"]["condenser_fill"] == [0.6, 0.8]
+    assert card["data"]["domain"]["condenser_fill"] == [0.6, 0.8]
+
+
+@pytest.mark.parametrize("text", ["0.6", "a,b", "0.9,0.5", "0,0.5"])
+def test_cli_condenser_fill_is_checked(tmp_path: Path, capsys, text: str) -> None:
+    out = tmp_path / "o"
+    assert main(["train", "classifier", "--condenser-fill", text, "--output", str(out)]) == 2
+    assert "condenser" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["evaluate", "classifier", "--condenser-fill", text, "--output", str(out)]) == 2
+    assert not out.exists()
