@@ -15,12 +15,18 @@ pixel-integrated kernels of :func:`simulators.psf.incoherent_psf`.
   right choice (light from an emitter spreads with that emitter's own defocus); the
   result is continuous in ``d`` and equals the flat rendering when ``d`` is constant.
 
-Brightfield (``kind == "phase"``): thin phase object, coherent illumination.  The layers'
-phase maps are summed (their ``z_offset_um`` values are averaged into one object plane,
-the simple approach for a thin sample), ``field = exp(i phase)`` and
-``image = |IFFT(FFT(field) * H)|^2`` with ``H`` from
-:func:`simulators.psf.coherent_transfer` (background 1.0).  A surface is handled as for
-fluorescence, with hat weights on the complex field of each band.
+Brightfield (``kind == "phase"``): thin phase object.  The layers' phase maps are summed
+(their ``z_offset_um`` values are averaged into one object plane, the simple approach for
+a thin sample), ``field = exp(i phase)`` and the coherent image is
+``|IFFT(FFT(field) * H)|^2`` with ``H`` from :func:`simulators.psf.coherent_transfer`
+(background 1.0).  A surface is handled as for fluorescence, with hat weights on the
+complex field of each band.  By default the light is a point source (fully coherent: a
+defocused image rings but does not blur).  With ``condenser_na`` it is Koehler
+illumination through a condenser aperture of that NA: the coherent image convolved with
+:func:`simulators.psf.illumination_shift_kernel` (each tilted plane wave of the aperture
+shifts the defocused image by ``dz tan(theta_s)``; checked against an Abbe sum of tilted
+coherent images in the tests), so a defocused brightfield image blurs with the
+condenser's cone.  On a surface, each band's blur is blended at the output pixel.
 
 Borders: the caller may supply ``margin_px`` pixels of real specimen around the region
 it keeps (``render_field`` does); where the margin is smaller than the kernel radius the
