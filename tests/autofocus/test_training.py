@@ -216,3 +216,11 @@ def test_cli_condenser_fill_is_checked(tmp_path: Path, capsys, text: str) -> Non
     assert not out.exists()
     assert main(["evaluate", "classifier", "--condenser-fill", text, "--output", str(out)]) == 2
     assert not out.exists()
+
+
+def test_cli_condenser_fill_parses_a_range_or_none() -> None:
+    from autofocus.cli import _fill_range
+
+    assert _fill_range("0.6,0.8") == (0.6, 0.8)
+    assert _fill_range(" None ") is None
+    assert _fill_range(None) is None
