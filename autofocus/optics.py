@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autofocus.checks import finite_float
 from autofocus.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
@@ -133,8 +134,8 @@ class Objective(BaseModel):
     def _px_per_um(self, condenser_na: float | None) -> float:
         if condenser_na is None:
             return self._px_per_um_defocus
-        na_c = float(condenser_na)
-        if not (math.isfinite(na_c) and 0.0 < na_c <= self.na):
+        na_c = finite_float(condenser_na, "condenser_na")
+        if not 0.0 < na_c <= self.na:
             raise InvalidInputError(
                 f"condenser_na must be in (0, NA = {self.na}], got {condenser_na!r}"
             )

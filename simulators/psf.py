@@ -58,6 +58,7 @@ __all__ = [
     "MAX_PSF_RADIUS_PX",
     "Aberrations",
     "born_wolf_psf",
+    "check_condenser_na",
     "coherent_transfer",
     "illumination_shift_kernel",
     "incoherent_psf",
@@ -556,6 +557,17 @@ def coherent_transfer(
 _KERNEL_SUPERSAMPLING = 5
 
 
+def check_condenser_na(objective: Objective, condenser_na: Any) -> float:
+    """``condenser_na`` as a float in ``[0, NA]``, or a clear error."""
+    na_c = finite_float(condenser_na, "condenser_na")
+    if not 0.0 <= na_c <= objective.na:
+        raise InvalidInputError(
+            f"condenser_na must be in [0, NA = {objective.na}] (the aperture diaphragm "
+            f"cannot open past the objective's NA here), got {condenser_na!r}"
+        )
+    return na_c
+
+
 @lru_cache(maxsize=32)
 def _cached_shift_kernel(radius_px: float, dz_px: float) -> np.ndarray:
     half = math.ceil(radius_px + 0.5)
@@ -594,12 +606,7 @@ def illumination_shift_kernel(
     """
     obj = _as_objective(objective)
     dz = _as_dz(dz_um)
-    na_c = finite_float(condenser_na, "condenser_na")
-    if not 0.0 <= na_c <= obj.na:
-        raise InvalidInputError(
-            f"condenser_na must be in [0, NA = {obj.na}] (the aperture diaphragm cannot "
-            f"open past the objective's NA here), got {condenser_na!r}"
-        )
+    na_c = check_condenser_na(obj, condenser_na)
     px = obj.pixel_size_um if pixel_size_um is None else _as_dz(pixel_size_um, "pixel_size_um")
     if px <= 0:
         raise InvalidInputError(f"pixel_size_um must be > 0, got {pixel_size_um!r}")

@@ -54,6 +54,7 @@ from autofocus.errors import InvalidInputError
 from autofocus.optics import Objective, get_objective
 from simulators.psf import (
     Aberrations,
+    check_condenser_na,
     coherent_transfer,
     illumination_shift_kernel,
     incoherent_psf,
@@ -303,7 +304,7 @@ def _koehler_blur(
     """The coherent image blurred by the condenser's cone (``illumination_shift_kernel``)
     of each band's defocus; bands of a surface are blended with their hat weights at the
     output pixel (an approximation: each pixel takes the blur of its own defocus)."""
-    out = np.zeros_like(coherent) if len(bands) > 1 else coherent
+    out = np.zeros_like(coherent)
     for band in bands:
         kernel = illumination_shift_kernel(objective, band.defocus_um, condenser_na)
         blurred = coherent if kernel is None else _convolve_reflect(coherent, kernel)
@@ -339,7 +340,8 @@ def render_expected(
     ``condenser_na`` (brightfield only): Koehler illumination through a condenser
     aperture of that NA (at most the objective's), i.e. the coherent image blurred by
     :func:`simulators.psf.illumination_shift_kernel`; None: a point source (fully
-    coherent, the limit of a closed aperture diaphragm).  Ignored for fluorescence.
+    coherent, the limit of a closed aperture diaphragm).  Checked, then ignored, for
+    fluorescence.
     """
     obj = objective if isinstance(objective, Objective) else get_objective(objective)
     dz = _finite_float(dz_um, "dz_um")
@@ -353,14 +355,10 @@ def render_expected(
     h, w = layers[0][1].shape
     if margin < 0 or h - 2 * margin < 1 or w - 2 * margin < 1:
         raise InvalidInputError(f"margin_px={margin_px} does not fit a {h}x{w} patch")
+    if condenser_na is not None:
+        condenser_na = check_condenser_na(obj, condenser_na)
     if kind == "fluorescence":
         return _render_fluorescence(obj, dz, layers, surface, ab, margin)
-    if condenser_na is not None:
-        condenser_na = _finite_float(condenser_na, "condenser_na")
-        if not 0.0 <= condenser_na <= obj.na:
-            raise InvalidInputError(
-                f"condenser_na must be in [0, NA = {obj.na}], got {condenser_na!r}"
-            )
     return _render_phase(obj, dz, layers, surface, ab, margin, condenser_na)
 
 

@@ -165,7 +165,14 @@ def test_koehler_tilted_surface_and_fluorescence() -> None:
     np.testing.assert_array_equal(a, b)  # fluorescence has no condenser
 
 
-@pytest.mark.parametrize("na_c", [-0.2, 0.9, float("inf")])
-def test_render_rejects_bad_condenser_na(na_c: float) -> None:
+@pytest.mark.parametrize("kind", ["phase", "fluorescence"])
+@pytest.mark.parametrize("na_c", [-0.2, 0.9, float("inf"), "x"])
+def test_render_rejects_bad_condenser_na(na_c: object, kind: str) -> None:
     with pytest.raises(InvalidInputError):
-        render_expected(_patch("phase", size=16), get_objective("20X"), 3.0, condenser_na=na_c)
+        render_expected(_patch(kind, size=16), get_objective("20X"), 3.0, condenser_na=na_c)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("na_c", [0.0, -0.1, 0.6, float("nan"), "x"])
+def test_brightfield_levels_need_a_condenser_inside_the_pupil(na_c: object) -> None:
+    with pytest.raises(InvalidInputError):
+        get_objective("20X").dz_to_level(5.0, condenser_na=na_c)  # type: ignore[arg-type]
