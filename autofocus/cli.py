@@ -213,6 +213,13 @@ def train(
         float | None,
         typer.Option(help="regressor: top of the blur range drawn for half the fields [100]"),
     ] = None,
+    blur_ray: Annotated[
+        str | None,
+        typer.Option(
+            help="regressor: the blur diameter b reads, 'marginal' (tan theta) or 'mean' "
+            "(the mean-ray slope, as the classifier's levels) [marginal]"
+        ),
+    ] = None,
     objective: Annotated[
         str | None,
         typer.Option(help="classifier: train for one objective preset (classifier-<name>)"),
@@ -248,6 +255,7 @@ def train(
         "spectral_bins": spectral_bins,
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
+        "blur_ray": blur_ray,
         "objective": objective,
         "condenser_fill": _fill_range(condenser_fill),
     }

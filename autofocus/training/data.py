@@ -9,11 +9,13 @@ Labels, per patch
 * ``level``: the continuous defocus level of the field, ``Objective.dz_to_level(dz)``
   (pixels of blur; see :mod:`autofocus.optics`); the classifier's class is
   ``clip(round(level), 0, 10)``.
-* ``blur_px``: the geometric blur diameter ``2 |dz| tan(theta) / pixel`` (the blur score b).
+* ``blur_px``: the geometric blur diameter ``2 |dz| tan(theta) / pixel`` (the blur score b),
+  or with ``blur_ray="mean"`` ``2 |dz| s / pixel`` with ``s`` the mean-ray slope.
 * aberrations in the same pixel units: a Zernike coefficient ``c`` (waves RMS) becomes
   ``c / w_px`` where ``w_px`` is the RMS defocus wavefront (waves) per pixel of
   geometric blur diameter,
-  ``w_px = (n - sqrt(n^2 - NA^2)) * pixel / (2 sqrt(3) lambda * 2 tan(theta))``.
+  ``w_px = (n - sqrt(n^2 - NA^2)) * pixel / (2 sqrt(3) lambda * 2 tan(theta))`` (``s`` for
+  ``tan(theta)`` with ``blur_ray="mean"``).
 * ``texture``: whether the noise-free patch carries detectable structure:
   ``std(expected electrons) / sqrt(mean(expected electrons) + read_noise^2) >= 0.5``.
 
@@ -42,6 +44,8 @@ __all__ = [
     "TRAIN_SPECIMENS",
     "DomainConfig",
     "FieldSample",
+    "blur_px_per_um",
+    "check_blur_ray",
     "check_condenser_fill",
     "generate_fields",
     "random_objective",
@@ -78,6 +82,14 @@ class DomainConfig:
     """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
     max_blur_px: float = 100.0
     """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""
+    blur_ray: Literal["marginal", "mean"] = "marginal"
+    """regressor: which blur diameter the ``blur_px`` label (and the px unit of the
+    aberration labels) is.  ``marginal``: ``2 |dz| tan(theta)``, the edge of the
+    geometric cone.  ``mean``: ``2 |dz| x`` the mean-ray slope
+    (:func:`autofocus.optics.cone_blur_slope`), the blur the image shows whatever the
+    NA (the classifier's levels use it).  At NA 0.3 the two differ by 2 %, at NA/n 0.92
+    by 40 %: as the NA is not visible in a frame, a marginal label cannot be read
+    from it at high NA."""
     field_px: int = 256
     objective: str | None = None
     """An objective preset's name: every field is seen through it (its NA, wavelength and
@@ -151,12 +163,24 @@ def check_condenser_fill(value: object) -> tuple[float, float] | None:
     return lo, hi
 
 
-def waves_per_blur_px(obj: Objective) -> float:
+def check_blur_ray(value: object) -> Literal["marginal", "mean"]:
+    """``marginal`` or ``mean`` (see ``DomainConfig.blur_ray``)."""
+    if value not in ("marginal", "mean"):
+        raise InvalidInputError(f"blur_ray must be 'marginal' or 'mean', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def blur_px_per_um(obj: Objective, blur_ray: str = "marginal") -> float:
+    """Pixels of blur diameter per micrometre of defocus, for the ``blur_ray`` label."""
+    slope = math.tan(obj.half_angle_rad) if check_blur_ray(blur_ray) == "marginal" else obj.blur_slope
+    return 2 * slope / obj.pixel_size_um
+
+
+def waves_per_blur_px(obj: Objective, blur_ray: str = "marginal") -> float:
     """RMS defocus wavefront (waves) per pixel of geometric blur diameter."""
     n, na = obj.immersion_index, obj.na
     w_per_um = (n - math.sqrt(n * n - na * na)) / (2 * math.sqrt(3) * obj.wavelength_um)
-    px_per_um = 2 * math.tan(obj.half_angle_rad) / obj.pixel_size_um
-    return w_per_um / px_per_um
+    return w_per_um / blur_px_per_um(obj, blur_ray)
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -165,11 +189,11 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 def _sample_abs_dz_um(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> float:
     """|dz| of a field: classifier fields have a uniform level, regressor fields a uniform
-    marginal-ray blur diameter (half in [0, 30] px, half in [0, max_blur_px])."""
+    blur diameter (half in [0, 30] px, half in [0, max_blur_px]; ``cfg.blur_ray``)."""
     if cfg.defocus == "classifier":
         return float(obj.level_to_dz_um(float(rng.uniform(0.0, cfg.max_level))))
     hi = 30.0 if rng.random() < 0.5 else cfg.max_blur_px
-    return float(rng.uniform(0.0, hi)) * obj.pixel_size_um / (2 * math.tan(obj.half_angle_rad))
+    return float(rng.uniform(0.0, hi)) / blur_px_per_um(obj, cfg.blur_ray)
 
 
 def _specimen_options(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> dict:
@@ -235,7 +259,7 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
         full_well_e=full_well,
     )
     frame = cam.expose(signal, rng)
-    wpx = waves_per_blur_px(obj)
+    wpx = waves_per_blur_px(obj, cfg.blur_ray)
     return FieldSample(
         frame=frame,
         expected_e=(np.minimum(signal * peak_e, full_well)).astype(np.float32),
@@ -243,7 +267,7 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
         objective=obj,
         dz_um=float(dz),
         level=float(obj.dz_to_level(dz, condenser_na)),
-        blur_px=float(2 * abs(dz) * math.tan(obj.half_angle_rad) / obj.pixel_size_um),
+        blur_px=float(abs(dz) * blur_px_per_um(obj, cfg.blur_ray)),
         aberrations_px=(ab.astig_oblique / wpx, ab.astig_vertical / wpx, ab.spherical / wpx),
         specimen=name,
         meta={"field": i, "seed": seed, "aberrations": ab, "condenser_na": condenser_na},

@@ -31,6 +31,7 @@ from autofocus.training.data import (
     HELD_OUT_SPECIMENS,
     TRAIN_SPECIMENS,
     DomainConfig,
+    check_blur_ray,
     check_condenser_fill,
 )
 from autofocus.training.dataset import PatchSet, build_patchset, n_patches_per_field
@@ -70,6 +71,9 @@ class Recipe:
     max_blur_px: float | None = None
     """Regressor only: the top of the blur range drawn for half the fields (the other half
     stay in [0, 30] px); None: ``DomainConfig.max_blur_px``."""
+    blur_ray: str | None = None
+    """Regressor only: ``marginal`` or ``mean``, the blur diameter b is trained to read
+    (see ``DomainConfig.blur_ray``); None: ``DomainConfig.blur_ray``."""
     condenser_fill: tuple[float, float] | None = None
     """Brightfield fields under Koehler illumination, condenser NA = fill x NA with fill
     uniform in this range; None: a point source (see ``DomainConfig.condenser_fill``)."""
@@ -261,6 +265,10 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
                 f"max_blur_px must be in (30, {2 * REGRESSOR_PATCH}] px, got {recipe.max_blur_px}"
             )
         cfg = replace(cfg, max_blur_px=float(recipe.max_blur_px))
+    if recipe.blur_ray is not None:
+        if kind != "regressor":
+            raise InvalidInputError("blur_ray applies to the regressor only")
+        cfg = replace(cfg, blur_ray=check_blur_ray(recipe.blur_ray))
     per_field = n_patches_per_field(cfg, patch)
     min_fields = math.ceil(recipe.batch_size / per_field)
     if recipe.n_fields < min_fields:
