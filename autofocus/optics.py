@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,7 +56,10 @@ __all__ = [
     "LEVEL_STEP_PX",
     "N_LEVELS",
     "OBJECTIVE_PRESETS",
+    "BlurRay",
     "Objective",
+    "blur_px_per_um",
+    "check_blur_ray",
     "cone_blur_slope",
     "get_objective",
 ]
@@ -176,6 +179,30 @@ class Objective(BaseModel):
         """Nearest integer class in ``0..N_LEVELS-1`` for a defocus."""
         c = np.clip(np.rint(np.asarray(self.dz_to_level(dz_um))), 0, N_LEVELS - 1).astype(int)
         return int(c) if np.ndim(c) == 0 else c
+
+
+BlurRay = Literal["marginal", "mean"]
+
+
+def check_blur_ray(value: object) -> BlurRay:
+    """``marginal`` or ``mean``: which geometric blur diameter a blur score b reads."""
+    if value not in ("marginal", "mean"):
+        raise InvalidInputError(f"blur_ray must be 'marginal' or 'mean', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def blur_px_per_um(objective: Objective, blur_ray: str = "marginal") -> float:
+    """Pixels of geometric blur diameter per micrometre of defocus.
+
+    ``marginal``: ``2 tan(theta) / pixel``, the edge of the cone.  ``mean``: ``2 s / pixel``
+    with ``s`` the mean-ray slope (:func:`cone_blur_slope`), the blur the image shows
+    whatever the NA, as the defocus levels use.
+    """
+    if check_blur_ray(blur_ray) == "marginal":
+        slope = math.tan(objective.half_angle_rad)
+    else:
+        slope = objective.blur_slope
+    return 2.0 * slope / objective.pixel_size_um
 
 
 def cone_blur_slope(sin_theta: float) -> float:

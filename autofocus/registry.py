@@ -55,6 +55,12 @@ class ModelCard(BaseModel):
         """Stable identifier: name, version and the first 12 hex digits of the checksum."""
         return f"{self.name}-{self.version}-{self.sha256[:12]}"
 
+    @property
+    def blur_ray(self) -> str:
+        """Regressor: the blur diameter its b reads (``marginal`` for cards before the
+        choice was recorded; see :func:`autofocus.optics.blur_px_per_um`)."""
+        return str(self.data.get("domain", {}).get("blur_ray", "marginal"))
+
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()

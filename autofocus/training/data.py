@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from autofocus.errors import InvalidInputError
-from autofocus.optics import N_LEVELS, Objective
+from autofocus.optics import N_LEVELS, BlurRay, Objective, blur_px_per_um
 
 __all__ = [
     "EVAL_SEED_OFFSET",
@@ -44,8 +44,6 @@ __all__ = [
     "TRAIN_SPECIMENS",
     "DomainConfig",
     "FieldSample",
-    "blur_px_per_um",
-    "check_blur_ray",
     "check_condenser_fill",
     "generate_fields",
     "random_objective",
@@ -82,7 +80,7 @@ class DomainConfig:
     """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
     max_blur_px: float = 100.0
     """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""
-    blur_ray: Literal["marginal", "mean"] = "marginal"
+    blur_ray: BlurRay = "marginal"
     """regressor: which blur diameter the ``blur_px`` label (and the px unit of the
     aberration labels) is.  ``marginal``: ``2 |dz| tan(theta)``, the edge of the
     geometric cone.  ``mean``: ``2 |dz| x`` the mean-ray slope
@@ -161,19 +159,6 @@ def check_condenser_fill(value: object) -> tuple[float, float] | None:
             f"NA), got {value!r}"
         )
     return lo, hi
-
-
-def check_blur_ray(value: object) -> Literal["marginal", "mean"]:
-    """``marginal`` or ``mean`` (see ``DomainConfig.blur_ray``)."""
-    if value not in ("marginal", "mean"):
-        raise InvalidInputError(f"blur_ray must be 'marginal' or 'mean', got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def blur_px_per_um(obj: Objective, blur_ray: str = "marginal") -> float:
-    """Pixels of blur diameter per micrometre of defocus, for the ``blur_ray`` label."""
-    slope = math.tan(obj.half_angle_rad) if check_blur_ray(blur_ray) == "marginal" else obj.blur_slope
-    return 2 * slope / obj.pixel_size_um
 
 
 def waves_per_blur_px(obj: Objective, blur_ray: str = "marginal") -> float:

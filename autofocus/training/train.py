@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from autofocus.errors import InvalidInputError
+from autofocus.optics import check_blur_ray
 from autofocus.io import atomic_path, atomic_write_text, check_writable
 from autofocus.tiling import normalise_patches
 from autofocus.training.data import (
@@ -31,7 +32,6 @@ from autofocus.training.data import (
     HELD_OUT_SPECIMENS,
     TRAIN_SPECIMENS,
     DomainConfig,
-    check_blur_ray,
     check_condenser_fill,
 )
 from autofocus.training.dataset import PatchSet, build_patchset, n_patches_per_field

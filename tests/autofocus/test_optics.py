@@ -9,7 +9,7 @@ import pytest
 from scipy.special import j1
 
 from autofocus.errors import InvalidInputError
-from autofocus.optics import LEVEL_STEP_PX, Objective, get_objective
+from autofocus.optics import LEVEL_STEP_PX, Objective, blur_px_per_um, get_objective
 
 
 def _objective(na: float, n: float = 1.0, sampling: float = 1.0) -> Objective:
@@ -88,3 +88,19 @@ def test_simulated_blur_follows_the_blur_slope_not_the_marginal_ray() -> None:
     )
     assert seen == pytest.approx(slope_ratio, rel=0.1)
     assert seen < 0.8  # the marginal ray (ratio 1) is far off
+
+
+@pytest.mark.parametrize(("name", "ratio"), [("10x-0.3-air", 0.9810), ("60x-1.4-oil", 0.5997)])
+def test_blur_px_per_um_mean_ray_against_marginal(name: str, ratio: float) -> None:
+    obj = get_objective(name)
+    marginal = blur_px_per_um(obj, "marginal")
+    assert marginal == pytest.approx(2 * math.tan(obj.half_angle_rad) / obj.pixel_size_um)
+    assert blur_px_per_um(obj, "mean") == pytest.approx(2 * obj.blur_slope / obj.pixel_size_um)
+    assert blur_px_per_um(obj, "mean") / marginal == pytest.approx(ratio, abs=1e-3)
+    assert blur_px_per_um(obj) == marginal  # the default: the cards written before the choice
+
+
+@pytest.mark.parametrize("bad", ["chief", "", None, 1])
+def test_blur_ray_is_marginal_or_mean(bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="blur_ray"):
+        blur_px_per_um(get_objective("20X"), bad)  # type: ignore[arg-type]

@@ -153,3 +153,19 @@ def test_a_preset_with_its_own_classifier_is_scored_by_it(
     np.testing.assert_allclose(
         scorer.score_batch([frame, frame], preset)[1].probabilities, own.probabilities
     )
+
+
+def test_abs_dz_from_b_follows_the_regressors_blur_ray(scorer: LocalScorer) -> None:
+    from autofocus.optics import blur_px_per_um
+
+    obj = get_objective("60x-1.4-oil")  # mean ray 0.60 x the marginal one
+    frame = np.random.default_rng(3).poisson(300, size=(256, 256)).astype(np.uint16)
+    card = scorer.regressor_card
+    assert card.blur_ray == "marginal"  # a card that does not say: the old label
+    s = scorer.score(frame, obj)
+    assert s.abs_dz_um == pytest.approx(s.blur_px / blur_px_per_um(obj, "marginal"))
+    data = {**card.data, "domain": {**card.data.get("domain", {}), "blur_ray": "mean"}}
+    scorer.regressor_card = card.model_copy(update={"data": data})
+    m = scorer.score(frame, obj)
+    assert m.blur_px == s.blur_px
+    assert m.abs_dz_um == pytest.approx(s.abs_dz_um / 0.5997, rel=1e-3)

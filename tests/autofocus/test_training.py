@@ -100,6 +100,8 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"condenser_fill": (0.6, 1.2)},  # the condenser cannot fill more than the pupil
         {"condenser_fill": (0.6,)},
         {"model": "regressor", "condenser_fill": (0.6, 0.8)},
+        {"blur_ray": "mean"},  # the classifier's levels are always the mean ray's
+        {"model": "regressor", "blur_ray": "chief"},
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
@@ -120,10 +122,15 @@ def test_cli_lists_must_be_integers(tmp_path: Path, capsys, flag: str) -> None:
 
 
 def test_regressor_blur_range_is_recorded_in_the_card(tmp_path: Path) -> None:
-    recipe = _tiny(model="regressor", n_fields=64, n_eval_fields=4, max_blur_px=140.0)
+    recipe = _tiny(
+        model="regressor", n_fields=64, n_eval_fields=4, max_blur_px=140.0, blur_ray="mean"
+    )
     card = train(recipe, tmp_path, command="autofocus train regressor (test)")
     assert card["training"]["recipe"]["max_blur_px"] == 140.0
     assert card["data"]["domain"]["max_blur_px"] == 140.0
+    assert card["data"]["domain"]["blur_ray"] == "mean"
+    _, loaded = load_model("regressor", tmp_path)
+    assert loaded.blur_ray == "mean"
 
 
 def test_cli_refuses_a_blur_range_for_the_classifier(tmp_path: Path, capsys) -> None:
@@ -177,6 +184,28 @@ def test_objective_fields_are_seen_through_that_preset() -> None:
     fs = render_field_sample(3, 0, DomainConfig(field_px=84, objective="40X"))
     assert fs.objective == get_objective("40X")
     assert render_field_sample(3, 0, DomainConfig(field_px=84)).objective.name == "random"
+
+
+def test_mean_ray_fields_label_the_blur_the_image_shows() -> None:
+    from autofocus.optics import blur_px_per_um
+    from autofocus.training.data import DomainConfig, render_field_sample, waves_per_blur_px
+
+    marginal = DomainConfig(field_px=128, defocus="regressor")
+    mean = DomainConfig(field_px=128, defocus="regressor", blur_ray="mean")
+    for i in range(12):
+        a, b = render_field_sample(i, 0, marginal), render_field_sample(i, 0, mean)
+        obj = b.objective
+        assert a.objective == obj and a.specimen == b.specimen
+        # the same drawn diameter, now of the mean ray: further out at high NA
+        assert b.blur_px == pytest.approx(a.blur_px)
+        assert b.blur_px == pytest.approx(abs(b.dz_um) * blur_px_per_um(obj, "mean"))
+        assert abs(b.dz_um) * obj.blur_slope == pytest.approx(
+            abs(a.dz_um) * np.tan(obj.half_angle_rad)
+        )
+        # aberrations keep their waves; their pixel unit follows the label
+        ratio = waves_per_blur_px(obj, "mean") / waves_per_blur_px(obj, "marginal")
+        assert ratio == pytest.approx(np.tan(obj.half_angle_rad) / obj.blur_slope)
+        np.testing.assert_allclose(np.array(b.aberrations_px) * ratio, a.aberrations_px, atol=1e-9)
 
 
 def test_koehler_fields_change_only_brightfield_and_are_recorded(tmp_path: Path) -> None:
