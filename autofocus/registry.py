@@ -59,7 +59,9 @@ class ModelCard(BaseModel):
     def blur_ray(self) -> str:
         """Regressor: the blur diameter its b reads (``marginal`` for cards before the
         choice was recorded; see :func:`autofocus.optics.blur_px_per_um`)."""
-        return str(self.data.get("domain", {}).get("blur_ray", "marginal"))
+        from autofocus.optics import check_blur_ray
+
+        return check_blur_ray(self.data.get("domain", {}).get("blur_ray", "marginal"))
 
 
 def sha256_file(path: str | Path) -> str:

@@ -85,9 +85,9 @@ class DomainConfig:
     aberration labels) is.  ``marginal``: ``2 |dz| tan(theta)``, the edge of the
     geometric cone.  ``mean``: ``2 |dz| x`` the mean-ray slope
     (:func:`autofocus.optics.cone_blur_slope`), the blur the image shows whatever the
-    NA (the classifier's levels use it).  At NA 0.3 the two differ by 2 %, at NA/n 0.92
-    by 40 %: as the NA is not visible in a frame, a marginal label cannot be read
-    from it at high NA."""
+    NA (the classifier's levels use it).  The mean-ray diameter is 0.98 of the marginal
+    one at NA 0.3 and 0.61 at NA/n 0.92: as the NA is not visible in a frame, a
+    marginal label cannot be read from it at high NA."""
     field_px: int = 256
     objective: str | None = None
     """An objective preset's name: every field is seen through it (its NA, wavelength and

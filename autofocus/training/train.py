@@ -24,8 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 from autofocus.errors import InvalidInputError
-from autofocus.optics import check_blur_ray
 from autofocus.io import atomic_path, atomic_write_text, check_writable
+from autofocus.optics import check_blur_ray
 from autofocus.tiling import normalise_patches
 from autofocus.training.data import (
     EVAL_SEED_OFFSET,

@@ -65,3 +65,15 @@ def test_a_classifier_for_one_objective_loads_beside_the_general_one(
     (tiny_weights / "classifier-10X.json").write_text(json.dumps(card_json))
     with pytest.raises(ModelWeightsError, match="trained for objective '20X', not '10X'"):
         load_card("classifier", tiny_weights, "10X")
+
+
+def test_regressor_card_says_which_blur_its_b_reads(tiny_weights: Path) -> None:
+    from autofocus.errors import InvalidInputError
+
+    card = load_card("regressor", tiny_weights)
+    assert card.blur_ray == "marginal"  # not recorded: the label of every earlier card
+    mean = card.model_copy(update={"data": {"domain": {"blur_ray": "mean"}}})
+    assert mean.blur_ray == "mean"
+    bad = card.model_copy(update={"data": {"domain": {"blur_ray": "chief"}}})
+    with pytest.raises(InvalidInputError, match="blur_ray"):
+        _ = bad.blur_ray
