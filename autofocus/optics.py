@@ -62,6 +62,7 @@ __all__ = [
     "check_blur_ray",
     "cone_blur_slope",
     "get_objective",
+    "ray_blur_slope",
 ]
 
 N_LEVELS = 11
@@ -191,18 +192,19 @@ def check_blur_ray(value: object) -> BlurRay:
     return value  # type: ignore[return-value]
 
 
-def blur_px_per_um(objective: Objective, blur_ray: str = "marginal") -> float:
-    """Pixels of geometric blur diameter per micrometre of defocus.
-
-    ``marginal``: ``2 tan(theta) / pixel``, the edge of the cone.  ``mean``: ``2 s / pixel``
-    with ``s`` the mean-ray slope (:func:`cone_blur_slope`), the blur the image shows
-    whatever the NA, as the defocus levels use.
-    """
+def ray_blur_slope(objective: Objective, blur_ray: str = "marginal") -> float:
+    """Blur radius per unit defocus: ``tan(theta)`` (``marginal``, the edge of the cone)
+    or the mean-ray slope ``Objective.blur_slope`` (``mean``, the blur the image shows
+    whatever the NA, as the defocus levels use)."""
     if check_blur_ray(blur_ray) == "marginal":
-        slope = math.tan(objective.half_angle_rad)
-    else:
-        slope = objective.blur_slope
-    return 2.0 * slope / objective.pixel_size_um
+        return math.tan(objective.half_angle_rad)
+    return objective.blur_slope
+
+
+def blur_px_per_um(objective: Objective, blur_ray: str = "marginal") -> float:
+    """Pixels of geometric blur diameter per micrometre of defocus:
+    ``2 ray_blur_slope / pixel``."""
+    return 2.0 * ray_blur_slope(objective, blur_ray) / objective.pixel_size_um
 
 
 def cone_blur_slope(sin_theta: float) -> float:

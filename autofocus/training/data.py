@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from autofocus.errors import InvalidInputError
-from autofocus.optics import N_LEVELS, BlurRay, Objective, blur_px_per_um
+from autofocus.optics import N_LEVELS, BlurRay, Objective, blur_px_per_um, ray_blur_slope
 
 __all__ = [
     "EVAL_SEED_OFFSET",
@@ -178,7 +178,9 @@ def _sample_abs_dz_um(rng: np.random.Generator, cfg: DomainConfig, obj: Objectiv
     if cfg.defocus == "classifier":
         return float(obj.level_to_dz_um(float(rng.uniform(0.0, cfg.max_level))))
     hi = 30.0 if rng.random() < 0.5 else cfg.max_blur_px
-    return float(rng.uniform(0.0, hi)) / blur_px_per_um(obj, cfg.blur_ray)
+    # this order of operations keeps the marginal fields of every earlier recipe bit-exact
+    slope = ray_blur_slope(obj, cfg.blur_ray)
+    return float(rng.uniform(0.0, hi)) * obj.pixel_size_um / (2 * slope)
 
 
 def _specimen_options(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> dict:
@@ -252,7 +254,7 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
         objective=obj,
         dz_um=float(dz),
         level=float(obj.dz_to_level(dz, condenser_na)),
-        blur_px=float(abs(dz) * blur_px_per_um(obj, cfg.blur_ray)),
+        blur_px=float(2 * abs(dz) * ray_blur_slope(obj, cfg.blur_ray) / obj.pixel_size_um),
         aberrations_px=(ab.astig_oblique / wpx, ab.astig_vertical / wpx, ab.spherical / wpx),
         specimen=name,
         meta={"field": i, "seed": seed, "aberrations": ab, "condenser_na": condenser_na},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,8 @@ def test_mean_ray_fields_label_the_blur_the_image_shows() -> None:
         a, b = render_field_sample(i, 0, marginal), render_field_sample(i, 0, mean)
         obj = b.objective
         assert a.objective == obj and a.specimen == b.specimen
+        # the marginal label is computed as every earlier recipe computed it, to the bit
+        assert a.blur_px == 2 * abs(a.dz_um) * math.tan(obj.half_angle_rad) / obj.pixel_size_um
         # the same drawn diameter, now of the mean ray: further out at high NA
         assert b.blur_px == pytest.approx(a.blur_px)
         assert b.blur_px == pytest.approx(abs(b.dz_um) * blur_px_per_um(obj, "mean"))
