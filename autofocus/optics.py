@@ -30,10 +30,13 @@ Definitions (used by the simulator, the scorers, calibration and search alike)
   condenser's aperture (``NA_c <= NA``; see ``simulators.psf.illumination_shift_kernel``),
   so its level uses ``t_c = t(asin(NA_c / n))`` in ``d_geo`` (``d_diff`` stays the
   objective's): the level is the blur the image shows, in every modality.
-* The regressor's blur score b is the marginal-ray diameter ``2 |dz| tan(theta) / pixel``
-  (its training label; the scorer converts b to micrometres with ``tan(theta)``).  The
-  two diameters differ by 2 % at NA/n 0.3 and 6 % at 0.5; calibration fits b against
-  measured z, so the search relies on neither formula.
+* The shipped regressor's blur score b is the marginal-ray diameter
+  ``2 |dz| tan(theta) / pixel`` (its training label).  ``autofocus train regressor
+  --blur-ray mean`` trains b on ``2 |dz| t / pixel`` instead; the card records which
+  (``ModelCard.blur_ray``, ``marginal`` for older cards) and the scorer converts b to
+  micrometres with that slope (:func:`ray_blur_slope`).  The two diameters differ by
+  2 % at NA/n 0.3 and 6 % at 0.5; calibration fits b against measured z, so the search
+  relies on neither formula.
 
 Levels are defined in pixels of blur, so a classifier trained on them is
 objective-independent; the :class:`Objective` turns a level into micrometres.

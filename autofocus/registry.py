@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autofocus.errors import ModelWeightsError, UnknownNameError
 
@@ -55,13 +55,18 @@ class ModelCard(BaseModel):
         """Stable identifier: name, version and the first 12 hex digits of the checksum."""
         return f"{self.name}-{self.version}-{self.sha256[:12]}"
 
+    @model_validator(mode="after")
+    def _known_blur_ray(self) -> ModelCard:
+        ray = self.data.get("domain", {}).get("blur_ray", "marginal")
+        if ray not in ("marginal", "mean"):  # a ValueError: load_card reports the card
+            raise ValueError(f"data.domain.blur_ray must be 'marginal' or 'mean', got {ray!r}")
+        return self
+
     @property
     def blur_ray(self) -> str:
         """Regressor: the blur diameter its b reads (``marginal`` for cards before the
         choice was recorded; see :func:`autofocus.optics.blur_px_per_um`)."""
-        from autofocus.optics import check_blur_ray
-
-        return check_blur_ray(self.data.get("domain", {}).get("blur_ray", "marginal"))
+        return str(self.data.get("domain", {}).get("blur_ray", "marginal"))
 
 
 def sha256_file(path: str | Path) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from autofocus.errors import InvalidFrameError, InvalidInputError
-from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective, blur_px_per_um
+from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective, ray_blur_slope
 from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
@@ -254,7 +254,8 @@ class LocalScorer:
             verdict = "in_focus" if p_in >= 0.5 else "out_of_focus"
         dz_b = dz_l = None
         if objective is not None and determined:
-            dz_b = float(b / blur_px_per_um(objective, self.regressor_card.blur_ray))
+            slope = ray_blur_slope(objective, self.regressor_card.blur_ray)
+            dz_b = float(b * objective.pixel_size_um / (2 * slope))
             dz_l = float(objective.level_to_dz_um(expected))
         cgrid = rgrid = None
         if with_patches:

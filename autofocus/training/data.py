@@ -36,7 +36,14 @@ from typing import Literal
 import numpy as np
 
 from autofocus.errors import InvalidInputError
-from autofocus.optics import N_LEVELS, BlurRay, Objective, blur_px_per_um, ray_blur_slope
+from autofocus.optics import (
+    N_LEVELS,
+    BlurRay,
+    Objective,
+    blur_px_per_um,
+    check_blur_ray,
+    ray_blur_slope,
+)
 
 __all__ = [
     "EVAL_SEED_OFFSET",
@@ -100,6 +107,9 @@ class DomainConfig:
     (``Objective.dz_to_level(dz, condenser_na)``), so its |dz| is larger.  Classifier
     data only.  None: a point source (fully coherent), the data every model before the
     Koehler renderer was trained on."""
+
+    def __post_init__(self) -> None:
+        check_blur_ray(self.blur_ray)  # here, not in a rendering worker
 
 
 @dataclass

@@ -211,6 +211,43 @@ def test_mean_ray_fields_label_the_blur_the_image_shows() -> None:
         np.testing.assert_allclose(np.array(b.aberrations_px) * ratio, a.aberrations_px, atol=1e-9)
 
 
+def test_marginal_regressor_draws_are_those_of_every_earlier_recipe() -> None:
+    """The shipped regressor's recipe must still reproduce it: the |dz| drawn for each
+    field and the aberration unit, bit for bit as commit 36d4d9f computed them."""
+    import hashlib
+
+    from autofocus.training.data import (
+        DomainConfig,
+        _sample_abs_dz_um,
+        random_objective,
+        waves_per_blur_px,
+    )
+
+    cfg = DomainConfig(defocus="regressor")
+    vals = []
+    for i in range(2000):
+        rng = np.random.default_rng([0, i])
+        obj = random_objective(rng, cfg)
+        vals += [_sample_abs_dz_um(rng, cfg, obj), waves_per_blur_px(obj)]
+    a = np.array(vals, dtype=np.float64)
+    assert float(a[::2].sum()).hex() == "0x1.bfd5760d447d8p+14"
+    assert hashlib.sha256(a.tobytes()).hexdigest()[:16] == "e5c84927fe80ab77"
+
+
+def test_domain_config_refuses_an_unknown_blur_ray() -> None:
+    from autofocus.training.data import DomainConfig
+
+    with pytest.raises(InvalidInputError, match="blur_ray"):
+        DomainConfig(defocus="regressor", blur_ray="chief")  # type: ignore[arg-type]
+
+
+def test_cli_refuses_a_blur_ray_for_the_classifier(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["train", "classifier", "--blur-ray", "mean", "--output", str(out)]) == 2
+    assert "regressor only" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_koehler_fields_change_only_brightfield_and_are_recorded(tmp_path: Path) -> None:
     from dataclasses import replace
 
