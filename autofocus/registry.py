@@ -57,16 +57,17 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _known_blur_ray(self) -> ModelCard:
-        ray = self.data.get("domain", {}).get("blur_ray", "marginal")
-        if ray not in ("marginal", "mean"):  # a ValueError: load_card reports the card
-            raise ValueError(f"data.domain.blur_ray must be 'marginal' or 'mean', got {ray!r}")
+        from autofocus.optics import check_blur_ray
+
+        check_blur_ray(self.blur_ray)  # a ValueError: load_card reports the card
         return self
 
     @property
     def blur_ray(self) -> str:
         """Regressor: the blur diameter its b reads (``marginal`` for cards before the
         choice was recorded; see :func:`autofocus.optics.blur_px_per_um`)."""
-        return str(self.data.get("domain", {}).get("blur_ray", "marginal"))
+        domain = self.data.get("domain")
+        return domain.get("blur_ray", "marginal") if isinstance(domain, dict) else "marginal"
 
 
 def sha256_file(path: str | Path) -> str:

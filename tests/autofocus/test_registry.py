@@ -77,7 +77,10 @@ def test_regressor_card_says_which_blur_its_b_reads(tiny_weights: Path) -> None:
     raw["data"] = {**raw["data"], "domain": {"blur_ray": "mean"}}
     path.write_text(json.dumps(raw))
     assert load_card("regressor", tiny_weights).blur_ray == "mean"
-    raw["data"]["domain"]["blur_ray"] = "chief"
+    raw["data"]["domain"] = None  # no domain recorded: the old label, not a crash
+    path.write_text(json.dumps(raw))
+    assert load_card("regressor", tiny_weights).blur_ray == "marginal"
+    raw["data"]["domain"] = {"blur_ray": "chief"}
     path.write_text(json.dumps(raw))
     # refused when the card is loaded, not in the middle of an acquisition
     with pytest.raises(ModelWeightsError, match="blur_ray"):
