@@ -29,6 +29,7 @@ __all__ = [
     "YangNet",
     "ZernikeRegressor",
     "certainty",
+    "fuse_for_inference",
     "median_level",
     "rps_loss",
 ]
@@ -215,6 +216,29 @@ class YangNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+def fuse_for_inference(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``net`` with each Conv2d -> BatchNorm2d pair folded into one
+    convolution (with bias), so that inference makes one pass less over every feature
+    map.  Same outputs to float32 rounding (tests/autofocus/test_models.py); for
+    inference only: the copy is never trained or saved (the card's sha256 is of the
+    unfolded state_dict).
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    out = copy.deepcopy(net).eval()
+    for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(conv, bn)
+                seq[i + 1] = nn.Identity()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
 
 
 def rps_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

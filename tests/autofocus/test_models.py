@@ -9,6 +9,7 @@ from autofocus.models import (
     YangNet,
     ZernikeRegressor,
     certainty,
+    fuse_for_inference,
     median_level,
     rps_loss,
 )
@@ -82,3 +83,20 @@ def test_radial_spectrum_finds_the_rings_of_a_periodic_pattern() -> None:
     assert int(np.argmax(out)) == expected_bin
     np.testing.assert_allclose(spec(t.transpose(2, 3))[0].numpy(), out, rtol=1e-4)
     assert not any("rings" in k or "window" in k for k in spec.state_dict())  # rebuilt, not stored
+
+
+@pytest.mark.parametrize("name", ["classifier", "regressor"])
+def test_batchnorm_folding_keeps_the_shipped_outputs(name: str) -> None:
+    from autofocus.registry import load_model
+
+    net, _ = load_model(name)
+    fused = fuse_for_inference(net)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert n_bn == 0 < sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    size = 84 if name == "classifier" else 128
+    x = torch.randn(16, 1, size, size, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref, out = net(x), fused(x)
+    # the cached, shipped network is left as it was
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
