@@ -69,11 +69,18 @@ def extract_patches(frame: np.ndarray, grid: TileGrid) -> np.ndarray:
     return out.reshape(-1, s, s).astype(np.float32, copy=False)
 
 
-def normalise_patches(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalise_patches(patches: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch zero mean / unit variance; returns ``(normalised, has_signal)``.
 
     ``has_signal`` is False where the patch is constant (std below ``CONSTANT_STD``
     relative to its magnitude); those patches are returned as zeros.
+
+    Two roundings of one formula.  ``exact=True`` (training) centres and accumulates in
+    float64 and rounds once to float32: the shipped weights were trained on it, so the
+    recorded recipes reproduce them bit for bit.  The default (inference) makes its
+    passes over the pixels in float32 with float64 per-patch statistics and is within
+    ~1 float32 ulp of it (tests/autofocus/test_tiling.py) at half the cost: it was ~25 %
+    of scoring a 2048x2048 frame.
     """
     p = np.asarray(patches, dtype=np.float32)
     if p.ndim != 3:
@@ -81,24 +88,29 @@ def normalise_patches(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = p.shape[0]
     flat = p.reshape(n, -1)
     mean = flat.mean(axis=1, dtype=np.float64)
-    # float32 passes over the pixels, float64 per-patch statistics: the mean is split
-    # into a float32 head and tail (p - head is exact near the mean), and the squares
-    # are summed pairwise in float32.  Within ~1 float32 ulp of the float64 formulation
-    # the shipped models were trained with (tests/autofocus/test_tiling.py), at half
-    # its cost (it was ~25 % of scoring a 2048x2048 frame).
-    head = mean.astype(np.float32)
-    tail = (mean - head).astype(np.float32)
-    centred = np.subtract(flat, head[:, None])
-    centred -= tail[:, None]
-    sq = np.square(centred)
-    std = np.sqrt(sq.sum(axis=1).astype(np.float64) / flat.shape[1])
-    del sq
+    if exact:
+        # (p - mean) in float64, rounded to float32, without a float64 temporary; the
+        # variance accumulates in float64.
+        centred = np.empty_like(flat)
+        np.subtract(flat, mean[:, None], out=centred, dtype=np.float64, casting="same_kind")
+        sum_sq = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
+    else:
+        # the mean split into a float32 head and tail (p - head is exact near the
+        # mean); the squares summed pairwise in float32
+        head = mean.astype(np.float32)
+        tail = (mean - head).astype(np.float32)
+        centred = np.subtract(flat, head[:, None])
+        centred -= tail[:, None]
+        sum_sq = np.square(centred).sum(axis=1).astype(np.float64)
+    std = np.sqrt(sum_sq / flat.shape[1])
     scale = np.maximum(np.abs(mean), 1.0)
     has_signal = std > CONSTANT_STD * scale
-    centred *= (1.0 / np.where(has_signal, std, 1.0)).astype(np.float32)[:, None]
+    if exact:
+        centred /= np.where(has_signal, std, 1.0).astype(np.float32)[:, None]
+    else:
+        centred *= (1.0 / np.where(has_signal, std, 1.0)).astype(np.float32)[:, None]
     centred[~has_signal] = 0.0
-    out = centred.reshape(p.shape)
-    return out, has_signal
+    return centred.reshape(p.shape), has_signal
 
 
 def prepare_frame(frame: object, min_size: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 Both recipes: render a fixed, seeded training set of fields with the simulator
 (domain randomised, see :mod:`autofocus.training.data`), cut patches, and train with
 AdamW and a one-cycle learning rate on normalised patches (the same
-:func:`autofocus.tiling.normalise_patches` as inference), with random flips and 90
+:func:`autofocus.tiling.normalise_patches` as inference, in its ``exact`` float64
+rounding, which inference matches to ~1 float32 ulp), with random flips and 90
 degree rotations (aberration targets transformed accordingly).  A held-out set
 (disjoint seeds, plus specimen types never seen in training) is evaluated at the end,
 and the state_dict and a model card with the exact recipe are written atomically.
@@ -167,7 +168,7 @@ def _batches(ps: PatchSet, kind: str, bs: int, rng: np.random.Generator, augment
     order = rng.permutation(len(ps))
     for s in range(0, order.size - bs + 1, bs):
         idx = order[s : s + bs]
-        x, _ = normalise_patches(ps.patches[idx])
+        x, _ = normalise_patches(ps.patches[idx], exact=True)
         aberr = ps.aberr_px[idx]
         if augment:
             x, aberr = _augment(x, aberr, rng)
@@ -188,7 +189,7 @@ def predict(model, patches: np.ndarray, bs: int = 512) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
         for s in range(0, patches.shape[0], bs):
-            x, _ = normalise_patches(patches[s : s + bs])
+            x, _ = normalise_patches(patches[s : s + bs], exact=True)
             outs.append(model(torch.from_numpy(x)[:, None]).numpy())
     return np.concatenate(outs)
 
