@@ -279,6 +279,8 @@ def decode_request(
         head = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"header is not UTF-8 JSON: {exc}", "bad_message") from exc
+    except RecursionError:  # a few KB of "[[[[..." is enough to reach it
+        raise ProtocolError("header JSON is nested too deeply", "bad_message") from None
     if not isinstance(head, dict):
         raise ProtocolError("header must be a JSON object", "bad_message")
     rid = head.get("id") if isinstance(head.get("id"), str) else None

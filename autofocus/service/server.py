@@ -399,6 +399,11 @@ class FocusServer:
             reply = P.error_reply(exc.request_id, exc.cmd, exc.code, str(exc))
             self._send(router, env, reply, t0, exc.cmd or "?", exc.code, exc.request_id)
             return
+        except Exception as exc:  # never let one message take the service down
+            log.exception("could not decode a request")
+            reply = P.error_reply(None, None, "internal", f"could not decode the request: {exc}")
+            self._send(router, env, reply, t0, "?", "internal", None)
+            return
         try:
             result = self._dispatch(env, req, payload, t0)
         except Exception as exc:
@@ -750,7 +755,7 @@ def _peek_ids(rest: list[Any]) -> tuple[str | None, str | None]:
         return None, None
     try:
         head = json.loads(bytes(getattr(rest[0], "buffer", rest[0])))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None, None
     if not isinstance(head, dict):
         return None, None

@@ -56,6 +56,7 @@ def test_uint16_above_32767_stays_positive() -> None:
         ([b"[1, 2]"], "bad_message"),
         ([], "bad_message"),
         ([b"{}", b"", b""], "bad_message"),
+        ([b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}"], "bad_message"),
         ([json.dumps({"protocol": 2, "id": "x", "cmd": "health"}).encode()], "unsupported_version"),
         ([json.dumps({"id": "x", "cmd": "health"}).encode()], "unsupported_version"),
         ([_head(cmd="explode")], "unknown_command"),

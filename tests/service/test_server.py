@@ -281,6 +281,11 @@ def test_malformed_messages_get_error_replies_and_server_stays_healthy(
         ([head(cmd="autofocus.cancel", session_id="zz")], "unknown_session"),
         ([head(cmd="calibrations.get", calibration_id="zz")], "unknown_name"),
         ([head(cmd="health"), head(cmd="health"), b"x"], "bad_message"),
+        # 3 KB of nesting made json.loads raise RecursionError, which killed the server
+        (
+            [b'{"protocol":1,"id":"a","cmd":"health","x":' + b"[" * 1500 + b"]" * 1500 + b"}"],
+            "bad_message",
+        ),
     ]
     for parts, code in cases:
         rep = _raw(sock, parts)
