@@ -32,7 +32,7 @@ from autofocus.errors import HardwareError, InvalidInputError, StageLimitError
 from autofocus.optics import Objective
 from autofocus.score import measure_blur
 
-__all__ = ["CoreMicroscope", "Microscope", "autofocus_on", "make_measure"]
+__all__ = ["CoreMicroscope", "Microscope", "autofocus_on", "check_z_limits", "make_measure"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +113,7 @@ class CoreMicroscope:
 
     def _resolve_limits(self, limits: tuple[float, float] | None) -> tuple[float, float]:
         if limits is not None:
-            lo, hi = (float(v) for v in limits)
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise InvalidInputError(f"z_limits_um must be finite (low, high), got {limits}")
-            return lo, hi
+            return check_z_limits(limits)
         dev = self.focus_device
         try:
             if self._call("hasPropertyLimits", dev, "Position"):
@@ -191,6 +188,17 @@ class CoreMicroscope:
         elif arr.dtype == np.int8:
             arr = arr.view(np.uint8)
         return arr
+
+
+def check_z_limits(limits: Any) -> tuple[float, float]:
+    """``(low, high)`` soft limits in um, finite with low < high, or InvalidInputError."""
+    try:
+        lo, hi = (float(v) for v in limits)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"z_limits_um must be (low, high) in um, got {limits!r}") from exc
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InvalidInputError(f"z_limits_um must be finite (low, high), got {limits}")
+    return lo, hi
 
 
 def _snake(camel: str) -> str:

@@ -99,7 +99,10 @@ class AutofocusEngine(MDAEngine):
         super().__init__(mmc, **engine_kwargs)
         if isinstance(every_n, bool) or int(every_n) < 1:
             raise InvalidInputError("every_n must be an integer >= 1")
-        from autofocus.microscope import CoreMicroscope
+        from autofocus.microscope import CoreMicroscope, check_z_limits
+
+        if z_limits_um is not None:  # the microscope itself is made at the first use
+            z_limits_um = check_z_limits(z_limits_um)
 
         self.controller: FocusController | None = None
         if calibration is not None:
@@ -132,6 +135,27 @@ class AutofocusEngine(MDAEngine):
     def setup_sequence(self, sequence: Any) -> Any:
         self._n_selected = 0
         return super().setup_sequence(sequence)
+
+    def setup_single_event(self, event: MDAEvent) -> None:
+        """Move as MDAEngine does, but never outside the soft limits: an event whose z
+        plus the position's autofocus correction falls outside them goes to the nearest
+        limit instead (with a warning), as in the Pycro-Manager hook."""
+        if self.controller is not None and event.z_pos is not None:
+            p_idx = event.index.get("p", None)
+            corr = float(self._z_correction.get(p_idx, 0.0))
+            z = float(event.z_pos) + corr
+            lo, hi = self.controller.microscope().z_limits_um
+            if not lo <= z <= hi:
+                clipped = min(max(z, lo), hi)
+                logger.warning(
+                    "corrected z %.3f um (event %s) clipped to the soft limits [%g, %g]",
+                    z,
+                    dict(event.index),
+                    lo,
+                    hi,
+                )
+                event = event.model_copy(update={"z_pos": clipped - corr})
+        super().setup_single_event(event)
 
     def exec_event(self, event: MDAEvent) -> Iterable[Any]:
         if isinstance(getattr(event, "action", None), HardwareAutofocus):

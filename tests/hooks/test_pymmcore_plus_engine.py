@@ -8,7 +8,7 @@ import pytest
 import useq
 from hook_fixtures import FrameTruth, OracleScorer, oracle_curve
 
-from autofocus.errors import FocusSearchError
+from autofocus.errors import FocusSearchError, InvalidInputError
 from hooks.metadata import flags_from_metadata
 from hooks.pymmcore_plus import AutofocusEngine
 from simulators.core import create_demo_core, get_virtual_microscope, unload
@@ -142,3 +142,36 @@ def test_tracking_reuses_each_positions_focus_blur(drifting_core, truth: FrameTr
         assert r.trace[1][0] == pytest.approx(r.z_start_um - d)
         assert r.trace[2][0] == pytest.approx(r.z_start_um + d)
         assert r.images_used <= 4
+
+
+def test_corrected_events_stay_inside_the_soft_limits(drifting_core, truth: FrameTruth) -> None:
+    """Focus at ~4 um, a 3-slice stack of +/-4 um around it and a soft limit at 6 um: the
+    top slice (about 8 um) goes to the limit, not past it."""
+    vm = get_virtual_microscope(drifting_core)
+    curve = oracle_curve(vm.objective)
+    engine = AutofocusEngine(
+        drifting_core,
+        OracleScorer(truth, curve),
+        curve,
+        objective=vm.objective,
+        z_limits_um=(-40.0, 6.0),
+    )
+    seq = useq.MDASequence(
+        stage_positions=[(0.0, 0.0, 0.0)],
+        time_plan={"interval": 0, "loops": 2},
+        z_plan={"range": 8, "step": 4},
+        autofocus_plan=useq.AxesBasedAF(axes=("t", "p")),
+    )
+    frames = _run(drifting_core, engine, seq)
+    assert len(frames) == 6
+    assert engine.z_correction_um(0) > 3.0  # the stack was re-centred on the focus
+    zs = [info["z_um"] for _, info, _ in frames]
+    assert max(zs) == pytest.approx(6.0)
+    assert all(-40.0 <= z <= 6.0 for z in zs)
+
+
+@pytest.mark.parametrize("limits", [(50.0, -50.0), (0.0, float("nan")), (1.0,), "ab"])
+def test_bad_soft_limits_are_refused_when_the_engine_is_made(drifting_core, limits) -> None:
+    curve = oracle_curve(get_virtual_microscope(drifting_core).objective)
+    with pytest.raises(InvalidInputError, match="z_limits_um"):
+        AutofocusEngine(drifting_core, None, curve, z_limits_um=limits)
