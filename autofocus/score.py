@@ -169,13 +169,17 @@ class Scorer(Protocol):
     """Anything that scores frames: the in-process ``LocalScorer`` or a ``RemoteScorer``."""
 
     def score(
-        self, frame: np.ndarray, objective: Objective | None = None, *, with_patches: bool = False
+        self,
+        frame: np.ndarray,
+        objective: Objective | str | None = None,
+        *,
+        with_patches: bool = False,
     ) -> FocusScore:
         """Score one 2-D frame (any size >= one 84x84 patch)."""
         ...
 
     def score_batch(
-        self, frames: Sequence[np.ndarray], objective: Objective | None = None
+        self, frames: Sequence[np.ndarray], objective: Objective | str | None = None
     ) -> list[FocusScore]:
         """Score several frames at once (same objective)."""
         ...

@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from autofocus.errors import InvalidFrameError, InvalidInputError
-from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective, ray_blur_slope
+from autofocus.optics import (
+    IN_FOCUS_MAX_LEVEL,
+    N_LEVELS,
+    Objective,
+    get_objective,
+    ray_blur_slope,
+)
 from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
@@ -99,6 +105,7 @@ class LocalScorer:
         from autofocus.optics import OBJECTIVE_PRESETS
         from autofocus.registry import has_model, load_model
 
+        objective = _objective(objective)
         if objective is None or OBJECTIVE_PRESETS.get(objective.name) != objective:
             return self._cls, self.classifier_card
         name = objective.name
@@ -128,18 +135,27 @@ class LocalScorer:
 
     # ---- public API ------------------------------------------------------------
     def score(
-        self, frame: np.ndarray, objective: Objective | None = None, *, with_patches: bool = False
+        self,
+        frame: np.ndarray,
+        objective: Objective | str | None = None,
+        *,
+        with_patches: bool = False,
     ) -> FocusScore:
         return self.score_batch([frame], objective, with_patches=with_patches)[0]
 
     def blur_score(
-        self, frame: np.ndarray, objective: Objective | None = None, *, with_patches: bool = False
+        self,
+        frame: np.ndarray,
+        objective: Objective | str | None = None,
+        *,
+        with_patches: bool = False,
     ) -> BlurScore:
         """Only the blur regressor (b, texture, per-patch blur): what the search needs.
 
         Same pre-processing and the same ``b`` as :meth:`score` (tested), without the
         classifier's forward pass.
         """
+        objective = _objective(objective)
         f = prepare_frame(frame, CLASSIFIER_PATCH)
         fr = _pad_to(f, REGRESSOR_PATCH)
         rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
@@ -168,12 +184,13 @@ class LocalScorer:
     def score_batch(
         self,
         frames: Sequence[np.ndarray],
-        objective: Objective | None = None,
+        objective: Objective | str | None = None,
         *,
         with_patches: bool = False,
     ) -> list[FocusScore]:
         if isinstance(frames, np.ndarray) and frames.ndim == 2:
             raise InvalidFrameError("score_batch takes a sequence of frames; use score()")
+        objective = _objective(objective)
         prepared = [prepare_frame(f, CLASSIFIER_PATCH) for f in frames]
         net, _ = self.classifier_for(objective)
         version = self.model_version_for(objective)
@@ -343,6 +360,11 @@ def _regressor_grid(
 ) -> PatchGrid:
     values = {"blur_px": blur, "texture": tex, "astigmatism_px": astig}
     return PatchGrid(rg.ys, rg.xs, rg.size, {k: v.reshape(rg.shape) for k, v in values.items()})
+
+
+def _objective(objective: Any) -> Objective | None:
+    """None, an :class:`Objective`, or a preset's name (``"20X"``) resolved to it."""
+    return None if objective is None else get_objective(objective)
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:

@@ -224,7 +224,8 @@ class AutofocusHook:
         first autofocus (the remote core on the Java backend, the headless core on
         the Python backend).
     objective
-        Given to the scorer (default: ``microscope.objective``).
+        Given to the scorer (an Objective or a preset name such as ``"20X"``; default:
+        ``microscope.objective``).
     every, every_n_time_points
         When to search: ``"time_point"`` (first event of every ``n``-th time point of
         each position; positions without a time axis: on entering them),
@@ -249,7 +250,7 @@ class AutofocusHook:
         calibration: Any,
         *,
         microscope: Any = None,
-        objective: Objective | None = None,
+        objective: Objective | str | None = None,
         every: Trigger = "time_point",
         every_n_time_points: int = 1,
         reference_z_um: float | Mapping[Hashable, float] | Callable[[dict], float] = 0.0,
@@ -558,7 +559,7 @@ class FlaggingHook:
     def __init__(
         self,
         scorer: Scorer,
-        objective: Objective | None = None,
+        objective: Objective | str | None = None,
         *,
         every_n: int = 1,
         channels: Iterable[str] | None = None,

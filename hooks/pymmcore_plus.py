@@ -39,7 +39,7 @@ from pymmcore_plus.mda import MDAEngine
 from useq import HardwareAutofocus, MDAEvent
 
 from autofocus.errors import InvalidInputError
-from autofocus.optics import Objective
+from autofocus.optics import Objective, get_objective
 from autofocus.score import Scorer
 from hooks.metadata import AUTOFOCUS_OFFSET_UM
 from hooks.runtime import (
@@ -69,7 +69,8 @@ class AutofocusEngine(MDAEngine):
         The objective's :class:`~autofocus.curve.BlurCurve` (or an object with ``.curve``);
         ``None`` disables autofocus (flagging only).
     objective
-        Given to the scorer (for ``|dz|`` in um and the DOF rule).
+        Given to the scorer (for ``|dz|`` in um and the DOF rule): an Objective or a
+        preset name such as ``"20X"``.
     search, on_failure, z_limits_um
         The search configuration, the failure policy and the soft limits (default: the
         focus device's ``Position`` limits).
@@ -86,7 +87,7 @@ class AutofocusEngine(MDAEngine):
         scorer: Scorer,
         calibration: Any = None,
         *,
-        objective: Objective | None = None,
+        objective: Objective | str | None = None,
         search: Any = None,
         on_failure: FailurePolicy = "warn",
         z_limits_um: tuple[float, float] | None = None,
@@ -103,6 +104,8 @@ class AutofocusEngine(MDAEngine):
 
         if z_limits_um is not None:  # the microscope itself is made at the first use
             z_limits_um = check_z_limits(z_limits_um)
+        if objective is not None:  # a preset's name or an Objective
+            objective = get_objective(objective)
 
         self.controller: FocusController | None = None
         if calibration is not None:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from autofocus.errors import AutofocusError, FocusSearchError, InvalidInputError
-from autofocus.optics import Objective
+from autofocus.optics import Objective, get_objective
 from autofocus.score import FocusScore, Scorer, measure_blur
 
 __all__ = [
@@ -197,7 +197,7 @@ class FocusController:
         calibration: Any,
         *,
         microscope: Any = None,
-        objective: Objective | None = None,
+        objective: Objective | str | None = None,
         search: Any = None,
         on_failure: FailurePolicy = "warn",
         name: str = "autofocus",
@@ -216,7 +216,7 @@ class FocusController:
             raise InvalidInputError(f"search must be a SearchConfig, got {type(search)!r}")
         self.scorer = scorer
         self.calibration = calibration
-        self.objective = objective
+        self.objective = None if objective is None else get_objective(objective)
         self.search_config = search or SearchConfig()
         self.on_failure = check_policy(on_failure)
         self.name = name
@@ -443,7 +443,7 @@ class FrameFlagger:
     def __init__(
         self,
         scorer: Scorer,
-        objective: Objective | None = None,
+        objective: Objective | str | None = None,
         *,
         out_of_focus_dof: float | None = None,
         max_lag_s: float | None = 2.0,
@@ -462,7 +462,7 @@ class FrameFlagger:
         if out_of_focus_dof is not None and objective is None:
             raise InvalidInputError("out_of_focus_dof needs the objective (for its DOF)")
         self.scorer = scorer
-        self.objective = objective
+        self.objective = None if objective is None else get_objective(objective)
         self.out_of_focus_dof = out_of_focus_dof
         curve = getattr(calibration, "curve", calibration)
         if curve is not None and not callable(getattr(curve, "abs_dz_um", None)):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autofocus.errors import InvalidFrameError
+from autofocus.errors import InvalidFrameError, InvalidInputError, UnknownNameError
 from autofocus.optics import N_LEVELS, get_objective
 from autofocus.score import FocusScore
 from autofocus.scorer import LocalScorer
@@ -153,6 +153,23 @@ def test_a_preset_with_its_own_classifier_is_scored_by_it(
     np.testing.assert_allclose(
         scorer.score_batch([frame, frame], preset)[1].probabilities, own.probabilities
     )
+    # a preset's name (what a RemoteScorer also accepts) is that preset
+    assert scorer.score(frame, "20x").model_version == own.model_version
+    assert scorer.blur_score(frame, "20X").model_version == own.model_version
+
+
+@pytest.mark.parametrize(
+    ("objective", "error"), [("999X", UnknownNameError), (123, InvalidInputError)]
+)
+def test_an_unknown_objective_is_a_typed_error(
+    scorer: LocalScorer, objective: object, error: type
+) -> None:
+    frame = np.random.default_rng(2).poisson(500.0, (128, 128)).astype(np.uint16)
+    for call in (scorer.score, scorer.blur_score):
+        with pytest.raises(error):
+            call(frame, objective)
+    with pytest.raises(error):
+        scorer.score_batch([frame], objective)
 
 
 def test_abs_dz_from_b_follows_the_regressors_blur_ray(scorer: LocalScorer) -> None:

@@ -311,3 +311,19 @@ def test_repeated_start_and_teardown(truth: FrameTruth) -> None:
                 )
             assert af.focus_z_um() == pytest.approx(i, abs=0.3)
         assert Engine.get_instance() is None and not is_pymmcore_active()
+
+
+def test_objective_names_are_resolved_when_the_hooks_are_made(truth: FrameTruth) -> None:
+    from autofocus.errors import UnknownNameError
+    from autofocus.optics import get_objective
+
+    curve = oracle_curve(get_objective("20X"))
+    scorer = OracleScorer(truth, curve)
+    assert AutofocusHook(scorer, curve, objective="20x").controller.objective == get_objective(
+        "20X"
+    )
+    assert FlaggingHook(scorer, "20X").flagger.objective == get_objective("20X")
+    with pytest.raises(UnknownNameError):
+        AutofocusHook(scorer, curve, objective="999X")
+    with pytest.raises(UnknownNameError):
+        FlaggingHook(scorer, "999X")

@@ -175,3 +175,16 @@ def test_bad_soft_limits_are_refused_when_the_engine_is_made(drifting_core, limi
     curve = oracle_curve(get_virtual_microscope(drifting_core).objective)
     with pytest.raises(InvalidInputError, match="z_limits_um"):
         AutofocusEngine(drifting_core, None, curve, z_limits_um=limits)
+
+
+def test_an_unknown_objective_is_refused_when_the_engine_is_made(
+    drifting_core, truth: FrameTruth
+) -> None:
+    from autofocus.errors import UnknownNameError
+
+    curve = oracle_curve(get_virtual_microscope(drifting_core).objective)
+    scorer = OracleScorer(truth, curve)
+    with pytest.raises(UnknownNameError):
+        AutofocusEngine(drifting_core, scorer, curve, objective="999X")
+    engine = AutofocusEngine(drifting_core, scorer, curve, objective="20x")
+    assert engine.flagger is not None and engine.flagger.objective.name == "20X"
