@@ -595,14 +595,44 @@ class FlaggingHook:
         self._lock = threading.Lock()
         self._selected = 0
         self._anchor_s: float | None = None
+        self._stopped_by: Exception | None = None
 
     def __call__(self, image: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndarray, dict]:
-        """Score the frame (when selected), add the keys, return ``(image, metadata)``."""
+        """Score the frame (when selected), add the keys, return ``(image, metadata)``.
+
+        Every frame is returned, so Pycro-Manager saves it, whatever happens.  Under
+        ``on_failure="raise"`` a failure stops the acquisition *after* the failing frame:
+        the linked autofocus hook is cancelled and :meth:`pre_hardware` (wired by
+        :func:`acquisition_hooks`) skips every later event; frames still arriving are
+        kept unscored, and :meth:`check` raises the failure.  (Raising here instead
+        would make Pycro-Manager drop the frame.)
+        """
+        if self._stopped_by is not None:
+            return image, metadata
         try:
             self._process(image, metadata)
         except Exception as exc:
-            self.flagger.report_failure(_describe_md(metadata), exc)  # raises under "raise"
+            try:
+                self.flagger.report_failure(_describe_md(metadata), exc)
+            except Exception as stop:  # on_failure="raise": stop after this frame
+                self._stop(stop)
         return image, metadata
+
+    def pre_hardware(self, event: Any, event_queue: Any = None) -> Any:
+        """``pre_hardware_hook_fn`` guard: after a failure under ``on_failure="raise"``
+        every later event is skipped (the acquisition ends); else the event as it came."""
+        return None if self._stopped_by is not None else event
+
+    @property
+    def stopped(self) -> bool:
+        """True once a failure under ``on_failure="raise"`` stopped the acquisition."""
+        return self._stopped_by is not None
+
+    def _stop(self, exc: Exception) -> None:
+        self._stopped_by = exc
+        logger.error("flagging failed (%s): the acquisition stops after this frame", exc)
+        if self.autofocus is not None:
+            self.autofocus.cancel()
 
     def summary(self) -> FlagSummary:
         return self.flagger.summary()
@@ -682,4 +712,6 @@ def acquisition_hooks(
         kw["post_hardware_hook_fn"] = autofocus.post_hardware
     if flagging is not None:
         kw["image_process_fn"] = flagging
+        if autofocus is None:  # else cancelling the autofocus hook skips the events
+            kw["pre_hardware_hook_fn"] = flagging.pre_hardware
     return kw

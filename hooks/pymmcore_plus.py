@@ -200,9 +200,17 @@ class AutofocusEngine(MDAEngine):
 
     def _flagged(self, payloads: Iterable[Any]) -> Iterator[Any]:
         for payload in payloads:
+            failure: Exception | None = None
             if payload is not None and self.flagger is not None:
-                self._flag(payload)
+                try:
+                    self._flag(payload)
+                except Exception as exc:  # on_failure="raise"
+                    failure = exc
+            # the frame is handed on (to frameReady and the writers) even when scoring
+            # failed under "raise"; the MDA ends with the error after it
             yield payload
+            if failure is not None:
+                raise failure
 
     def _flag(self, payload: Any) -> None:
         assert self.flagger is not None

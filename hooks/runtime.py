@@ -19,7 +19,9 @@ empty field) or raises (scorer timeout, stage error):
 * ``"keep_last"``: the same, logged at INFO (expected failures, e.g. empty wells).
 
 Nothing is swallowed: every failure is in ``summary().errors``, and
-``check()`` raises the first one after the acquisition.
+``check()`` raises the first one after the acquisition.  No frame is lost to a failure:
+a frame whose scoring failed is still handed on (saved, without focus keys), and under
+``"raise"`` the acquisition stops after it.
 """
 
 from __future__ import annotations

@@ -204,6 +204,41 @@ def test_failing_scorer_is_reported_not_swallowed(truth: FrameTruth) -> None:
         assert lo <= vm.z_um <= hi
 
 
+@pytest.mark.parametrize("with_autofocus", [False, True])
+def test_a_flagging_failure_under_raise_keeps_the_frame_and_stops_after_it(
+    truth: FrameTruth, with_autofocus: bool
+) -> None:
+    """Raising from the image processor would make Pycro-Manager drop the frame: the
+    failing frame is saved, unscored, and no later event is acquired."""
+    from pycromanager import multi_d_acquisition_events
+
+    # an interval, so that the time points are not merged into one camera sequence, and
+    # the failing frame is processed long before the next time point is due
+    events = multi_d_acquisition_events(num_time_points=4, time_interval_s=0.2)
+    with virtual_microscope(sensor_shape=(64, 64), objective="20X", focus_z_um=0.0) as core:
+        curve = oracle_curve(get_virtual_microscope(core).objective)
+        af = (
+            AutofocusHook(OracleScorer(truth, curve), curve, every="never")
+            if with_autofocus
+            else None
+        )
+        bad = OracleScorer(truth, curve, fail_after=1, error=AutofocusTimeoutError("timed out"))
+        flag = FlaggingHook(bad, on_failure="raise", autofocus=af)
+        seen: list[dict] = []
+
+        def post_camera(event: Any) -> Any:
+            seen.extend(event if isinstance(event, list) else [event])
+            return event
+
+        ds = _acquire(events, post_camera_hook_fn=post_camera, **acquisition_hooks(af, flag))
+        saved = sorted(c["time"] for c in ds.get_image_coordinates_list())
+    assert flag.stopped and len(seen) == 2  # the failing (2nd) frame, then nothing
+    assert saved == [0, 1]  # both kept
+    assert [f.axes.get("time") for f in read_focus_flags(ds)] == [0]  # frame 1 unscored
+    with pytest.raises(AutofocusTimeoutError):
+        flag.check()
+
+
 def test_empty_field_is_undetermined_and_never_moves(truth: FrameTruth) -> None:
     from pycromanager import multi_d_acquisition_events
 

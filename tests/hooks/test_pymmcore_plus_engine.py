@@ -188,3 +188,22 @@ def test_an_unknown_objective_is_refused_when_the_engine_is_made(
         AutofocusEngine(drifting_core, scorer, curve, objective="999X")
     engine = AutofocusEngine(drifting_core, scorer, curve, objective="20x")
     assert engine.flagger is not None and engine.flagger.objective.name == "20X"
+
+
+def test_a_flagging_failure_under_raise_hands_on_the_frame_then_ends(
+    drifting_core, truth: FrameTruth
+) -> None:
+    from autofocus.errors import AutofocusTimeoutError
+
+    curve = oracle_curve(get_virtual_microscope(drifting_core).objective)
+    bad = OracleScorer(truth, curve, fail_after=1, error=AutofocusTimeoutError("timed out"))
+    engine = AutofocusEngine(drifting_core, bad, None, on_failure="raise")
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 3})
+    frames: list[tuple] = []
+    drifting_core.mda.events.frameReady.connect(
+        lambda img, event, meta: frames.append((dict(event.index), "FocusVerdict" in meta))
+    )
+    with pytest.raises(AutofocusTimeoutError):
+        _run(drifting_core, engine, seq)
+    # the failing frame reached frameReady (unscored); the third was never acquired
+    assert frames == [({"t": 0}, True), ({"t": 1}, False)]
