@@ -89,28 +89,38 @@ def normalise_patches(patches: np.ndarray, *, exact: bool = False) -> tuple[np.n
     flat = p.reshape(n, -1)
     mean = flat.mean(axis=1, dtype=np.float64)
     if exact:
-        # (p - mean) in float64, rounded to float32, without a float64 temporary; the
-        # variance accumulates in float64.
-        centred = np.empty_like(flat)
-        np.subtract(flat, mean[:, None], out=centred, dtype=np.float64, casting="same_kind")
-        sum_sq = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
+        centred, sum_sq = _centre_exact(flat, mean)
     else:
-        # the mean split into a float32 head and tail (p - head is exact near the
-        # mean); the squares summed pairwise in float32
-        head = mean.astype(np.float32)
-        tail = (mean - head).astype(np.float32)
-        centred = np.subtract(flat, head[:, None])
-        centred -= tail[:, None]
-        sum_sq = np.square(centred).sum(axis=1).astype(np.float64)
+        # float32 squares overflow beyond ~1.8e19: such patches are done exactly
+        with np.errstate(over="ignore", invalid="ignore"):
+            centred, sum_sq = _centre_fast(flat, mean)
+        over = ~np.isfinite(sum_sq)
+        if over.any():
+            centred[over], sum_sq[over] = _centre_exact(flat[over], mean[over])
     std = np.sqrt(sum_sq / flat.shape[1])
     scale = np.maximum(np.abs(mean), 1.0)
     has_signal = std > CONSTANT_STD * scale
-    if exact:
-        centred /= np.where(has_signal, std, 1.0).astype(np.float32)[:, None]
-    else:
-        centred *= (1.0 / np.where(has_signal, std, 1.0)).astype(np.float32)[:, None]
+    centred /= np.where(has_signal, std, 1.0).astype(np.float32)[:, None]
     centred[~has_signal] = 0.0
     return centred.reshape(p.shape), has_signal
+
+
+def _centre_exact(flat: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(p - mean)`` in float64 rounded to float32 (no float64 temporary) and the sum of
+    squares accumulated in float64."""
+    centred = np.empty_like(flat)
+    np.subtract(flat, mean[:, None], out=centred, dtype=np.float64, casting="same_kind")
+    return centred, np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
+
+
+def _centre_fast(flat: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same in float32 passes: the mean split into a float32 head and tail (``p -
+    head`` is exact near the mean), the squares summed pairwise in float32."""
+    head = mean.astype(np.float32)
+    tail = (mean - head).astype(np.float32)
+    centred = np.subtract(flat, head[:, None])
+    centred -= tail[:, None]
+    return centred, np.square(centred).sum(axis=1).astype(np.float64)
 
 
 def prepare_frame(frame: object, min_size: int) -> np.ndarray:

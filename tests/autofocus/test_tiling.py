@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,16 @@ def test_normalisation_matches_the_float64_reference(offset: float, gain: float)
     assert has.tolist() == ok.tolist()
     assert not has[3] and np.all(out[3] == 0.0)
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e19, 1e30, 2e36])
+def test_normalisation_of_huge_and_tiny_float_values(scale: float) -> None:
+    """float32 squares overflow beyond ~1.8e19: the fast path must not (and no warning)."""
+    rng = np.random.default_rng(3)
+    p = rng.poisson(100, size=(4, 84, 84)).astype(np.float32)
+    ref, _ = normalise_patches(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, has = normalise_patches(p * np.float32(scale))
+    assert has.all()
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
