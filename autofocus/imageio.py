@@ -62,7 +62,7 @@ def count_pages(path: str | Path) -> int:
         return 1
     import tifffile
 
-    with _reading(p), tifffile.TiffFile(p) as tf:
+    with _reading(p), _tiff_errors(p), tifffile.TiffFile(p) as tf:
         return _n_pages(p, tf)
 
 
@@ -70,17 +70,22 @@ def pages_axes(path: str | Path) -> list[dict[str, Any] | None]:
     """Each page's acquisition axes (e.g. ``{"time": 0, "z": 3}``) when the file is a
     TIFF of a Pycro-Manager (NDTiff) dataset; ``None`` for every page otherwise.
 
-    One entry per page, so its length is :func:`count_pages`; a TIFF with no readable
-    page raises :class:`InvalidFrameError`, as :func:`count_pages` does."""
+    One entry per page, so its length is :func:`count_pages`.  Also the check before
+    scoring: a TIFF with no readable page, a broken page chain (a truncated stack) or
+    page data beyond the end of the file, and a PNG/JPEG that does not decode, raise
+    :class:`InvalidFrameError`."""
     from autofocus.ndtiff_axes import page_axes
 
     p = _checked(path)
     if not _is_tiff(p):
+        _read_single(p)  # decoded once here, so that a corrupt file fails before scoring
         return [None]
     import tifffile
 
-    with _reading(p), tifffile.TiffFile(p) as tf:
-        offsets = [(pg.dataoffsets or (-1,))[0] for pg in tf.pages[: _n_pages(p, tf)]]
+    with _reading(p), _tiff_errors(p), tifffile.TiffFile(p) as tf:
+        pages = list(tf.pages[: _n_pages(p, tf)])
+        _check_extents(p, pages)
+        offsets = [(pg.dataoffsets or (-1,))[0] for pg in pages]
     return page_axes(p, offsets)
 
 
@@ -100,6 +105,44 @@ def _n_pages(p: Path, tf: Any) -> int:
     if n == 0:  # tifffile opens a broken header and finds no page
         raise InvalidFrameError(f"could not read {p}: not a valid TIFF image (no page found)")
     return n
+
+
+@contextmanager
+def _tiff_errors(p: Path) -> Iterator[None]:
+    """tifffile only logs a broken page chain (a truncated stack) and returns the pages
+    before it: raise instead of silently scoring fewer pages."""
+    import logging
+
+    class _Catch(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    log = logging.getLogger("tifffile")
+    catch = _Catch()
+    log.addHandler(catch)
+    try:
+        yield
+    finally:
+        log.removeHandler(catch)
+    if catch.messages:
+        raise InvalidFrameError(
+            f"could not read {p}: the TIFF is truncated or corrupt ({catch.messages[0][:200]})"
+        )
+
+
+def _check_extents(p: Path, pages: list[Any]) -> None:
+    size = p.stat().st_size
+    for i, pg in enumerate(pages):
+        ends = [o + n for o, n in zip(pg.dataoffsets or (), pg.databytecounts or (), strict=False)]
+        if ends and max(ends) > size:
+            raise InvalidFrameError(
+                f"could not read {p}: page {i}'s data ends at byte {max(ends)}, beyond the "
+                f"end of the file ({size} bytes): the file is truncated"
+            )
 
 
 def _read_single(p: Path) -> np.ndarray:
@@ -140,13 +183,15 @@ def _reading(p: Path, where: str = "") -> Iterator[None]:
 def _page(page: Any) -> np.ndarray:
     """One TIFF page as a grayscale array (planar RGB, axes ``SYX``, included)."""
     arr = page.asarray()
-    if arr.ndim == 3 and page.axes.startswith("S") and arr.shape[0] in (3, 4):
+    if arr.ndim == 3 and page.axes.startswith("S") and arr.shape[0] in (2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)
     return _gray(arr)
 
 
 def _gray(arr: object) -> np.ndarray:
     a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[-1] == 2:  # grayscale + alpha: the gray
+        return a[..., 0]
     if a.ndim == 3 and a.shape[-1] in (3, 4):
         rgb = a[..., :3].astype(np.float32)
         a = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -154,11 +199,19 @@ def _gray(arr: object) -> np.ndarray:
 
 
 def iter_image_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Expand files and folders (non-recursive, sorted) into image paths."""
+    """Expand files and folders (non-recursive, sorted) into image paths.
+
+    In a folder: its image files, skipping hidden ones (``.name``) and sub-folders."""
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                q
+                for q in p.iterdir()
+                if q.suffix.lower() in IMAGE_SUFFIXES
+                and q.is_file()
+                and not q.name.startswith(".")  # hidden, e.g. macOS "._x.png" companions
+            )
             if not found:
                 raise InvalidInputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             yield from found
