@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from autofocus.errors import InvalidFrameError
+from autofocus.errors import InvalidFrameError, InvalidInputError
 from autofocus.io import atomic_write_text
 from autofocus.optics import N_LEVELS, Objective
 
-__all__ = ["CSV_COLUMNS", "score_files"]
+__all__ = ["CSV_COLUMNS", "overlay_names", "score_files"]
 
 CSV_COLUMNS = [
     "file",
@@ -67,17 +67,26 @@ def score_files(
     from autofocus.imageio import iter_pages, pages_axes
     from autofocus.scorer import LocalScorer
 
+    inputs = {_same_file_key(f) for f in files}
+    if _same_file_key(csv_path) in inputs:
+        raise InvalidInputError(f"the CSV {csv_path} is one of the images to score")
     axes = [pages_axes(f) for f in files]  # opens every file, one entry per page
     n_pages = [len(a) for a in axes]
+    names = overlay_names(files, n_pages)
+    if overlays is not None:
+        clash = [f for f in names.values() if _same_file_key(overlays / f) in inputs]
+        if clash:
+            raise InvalidInputError(f"the overlay {overlays / clash[0]} would replace an input")
     total = sum(n_pages)
     sc = scorer or LocalScorer()
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
     done = 0
-    for f, n, ax in zip(files, n_pages, axes, strict=True):
+    for k, (f, ax) in enumerate(zip(files, axes, strict=True)):
         for page, frame in enumerate(iter_pages(f)):
-            _score_one(sc, w, f, (page, ax[page]), frame, objective, overlays, n)
+            out = None if overlays is None else overlays / names[(k, page)]
+            _score_one(sc, w, f, (page, ax[page]), frame, objective, out)
             done += 1
             if progress:
                 progress(done, total)
@@ -92,14 +101,13 @@ def _score_one(
     where: tuple[int, dict[str, Any] | None],
     frame: np.ndarray,
     objective: Objective | None,
-    overlays: Path | None,
-    n_pages: int,
+    overlay: Path | None,
 ) -> None:
     from autofocus.overlay import write_overlay
 
     page, axes = where
     try:
-        s = sc.score(frame, objective, with_patches=overlays is not None)
+        s = sc.score(frame, objective, with_patches=overlay is not None)
     except InvalidFrameError as exc:  # name the file (and page) the frame came from
         raise InvalidFrameError(f"{f} page {page}: {exc}") from exc
     w.writerow(
@@ -122,6 +130,44 @@ def _score_one(
             s.model_version,
         ]
     )
-    if overlays is not None:
-        name = f"{f.stem}_p{page:04d}_overlay.png" if n_pages > 1 else f"{f.stem}_overlay.png"
-        write_overlay(overlays / name, frame, s)
+    if overlay is not None:
+        write_overlay(overlay, frame, s)
+
+
+def overlay_names(files: Sequence[Path], n_pages: Sequence[int]) -> dict[tuple[int, int], str]:
+    """``(file index, page) -> overlay file name``, distinct for every image.
+
+    ``<stem>_overlay.png`` (``<stem>_p0003_overlay.png`` for a page of a stack); files
+    whose stems clash (``x.png`` and ``x.tif``, or ``a/x.png`` and ``b/x.png``) add
+    their suffix, then their position in the list (``x_png_2``).
+    """
+
+    def stem(k: int, level: int) -> str:
+        f = files[k]
+        if level == 0:
+            return f.stem
+        if level == 1:
+            return f"{f.stem}_{f.suffix.lstrip('.').lower()}"
+        return f"{f.stem}_{f.suffix.lstrip('.').lower()}_{k}"
+
+    levels = [0] * len(files)
+    for level in (1, 2):
+        seen: dict[str, list[int]] = {}
+        for k in range(len(files)):
+            seen.setdefault(stem(k, levels[k]).lower(), []).append(k)
+        for ks in seen.values():
+            if len(ks) > 1:
+                for k in ks:
+                    levels[k] = level
+    out = {}
+    for k, n in enumerate(n_pages):
+        for page in range(n):
+            tail = f"_p{page:04d}_overlay.png" if n > 1 else "_overlay.png"
+            out[(k, page)] = stem(k, levels[k]) + tail
+    if len({v.lower() for v in out.values()}) < len(out):  # e.g. a file named x_png_0.png
+        out = {kp: f"{kp[0]:05d}_{v}" for kp, v in out.items()}
+    return out
+
+
+def _same_file_key(p: Path) -> str:
+    return str(Path(p).expanduser().resolve())

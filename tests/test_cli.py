@@ -285,3 +285,34 @@ def test_score_checks_every_file_before_scoring_any(tmp_path: Path) -> None:
     assert Counting.calls == 0 and not out.exists() and not seen
     assert score_files([good, good], out, scorer=Counting(), progress=lambda *a: seen.append(a))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and Counting.calls == 4
+
+
+def test_score_never_overwrites_its_inputs_and_overlay_names_do_not_clash(
+    tmp_path: Path,
+) -> None:
+    from autofocus.errors import InvalidInputError
+    from autofocus.scoring_cli import overlay_names, score_files
+
+    frame = np.random.default_rng(0).integers(0, 4000, (96, 96), np.uint16)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [tmp_path / "a" / "x.tif", tmp_path / "a" / "x.png", tmp_path / "b" / "x.tif"]
+    tifffile.imwrite(files[0], frame)
+    import imagecodecs
+
+    files[1].write_bytes(imagecodecs.png_encode(frame))
+    tifffile.imwrite(files[2], frame)
+    before = files[0].read_bytes()
+    with pytest.raises(InvalidInputError, match="is one of the images"):
+        score_files(files, tmp_path / "a" / ".." / "a" / "x.tif")
+    shot = tmp_path / "a" / "x_overlay.png"  # an earlier overlay, now scored itself
+    shot.write_bytes(imagecodecs.png_encode(frame))
+    with pytest.raises(InvalidInputError, match="would replace an input"):
+        score_files([files[0], shot], tmp_path / "s.csv", overlays=tmp_path / "a")
+    assert files[0].read_bytes() == before
+    names = overlay_names(files, [1, 1, 1])
+    assert len(set(names.values())) == 3
+    assert names[(1, 0)] == "x_png_overlay.png" and names[(0, 0)] == "x_tif_0_overlay.png"
+    ov = tmp_path / "ov"
+    assert score_files(files, tmp_path / "s.csv", overlays=ov) == 3
+    assert sorted(p.name for p in ov.iterdir()) == sorted(names.values())
