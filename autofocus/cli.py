@@ -114,7 +114,11 @@ def simulate(
         raise typer.BadParameter(
             "--z-range-um must be > 0 (or 0 with --slices 1)", param_hint="--z-range-um"
         )
-    png = montage or output.with_name(output.name.split(".")[0] + "_montage.png")
+    png = montage or output.with_name(_series_stem(output) + "_montage.png")
+    if png.expanduser().resolve() == output.expanduser().resolve():
+        raise typer.BadParameter("the montage must not replace the TIFF", param_hint="--montage")
+    if png.suffix.lower() != ".png":
+        raise typer.BadParameter(f"the montage is a PNG: {png}", param_hint="--montage")
     check_writable(output)
     check_writable(png)
     dz = np.linspace(-half, half, slices) if slices > 1 else np.zeros(1)
@@ -134,6 +138,15 @@ def simulate(
     montage_png(series, png)
     typer.echo(f"wrote {tif} ({dz.size} slices, {size}x{size}, dz {dz[0]:+.1f}..{dz[-1]:+.1f} um)")
     typer.echo(f"wrote {png}")
+
+
+def _series_stem(path: Path) -> str:
+    """``x.ome.tif`` -> ``x``; ``run.1.tif`` -> ``run.1``."""
+    name = path.name
+    for ext in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
 
 
 @bench_app.command("render")

@@ -57,7 +57,15 @@ def test_simulate_bad_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
         main(["simulate", "--output", str(tmp_path / "x.jpg"), "--size", "64", "--slices", "2"])
         == 2
     )
+    small = ["--size", "64", "--slices", "2"]
+    assert main(["simulate", "-o", str(out), "--montage", str(out), *small]) == 2
+    assert "must not replace the tiff" in capsys.readouterr().err.lower()
+    assert main(["simulate", "-o", str(out), "--montage", str(tmp_path / "m.txt"), *small]) == 2
     assert not out.exists()
+    # default montage names keep everything but the TIFF suffix, so they do not clash
+    for name in ("run.1.tif", "run.2.tif"):
+        assert main(["simulate", "-o", str(tmp_path / name), *small]) == 0
+    assert (tmp_path / "run.1_montage.png").is_file() and (tmp_path / "run.2_montage.png").is_file()
 
 
 def test_render_benchmark_writes_json(tmp_path: Path) -> None:
