@@ -320,9 +320,13 @@ def score(
 @app.command()
 def evaluate(
     what: Annotated[str, typer.Argument(help="classifier, regressor or all")] = "all",
-    output: Annotated[Path, typer.Option(help="folder for evaluation.md/json and PNGs")] = Path(
-        "bench-results/evaluation"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder for evaluation.md/json and PNGs [bench-results/evaluation; with "
+            "--labelled: bench-results/evaluation-labelled]"
+        ),
+    ] = None,
     labelled: Annotated[
         Path | None, typer.Option(help="CSV of file,level or file,in_focus to evaluate instead")
     ] = None,
@@ -361,6 +365,10 @@ def evaluate(
 
     if what not in ("classifier", "regressor", "all"):
         raise typer.BadParameter("choose classifier, regressor or all", param_hint="WHAT")
+    if output is None:  # a labelled run must not replace the held-out report
+        output = Path(
+            "bench-results/evaluation-labelled" if labelled else "bench-results/evaluation"
+        )
     check_writable(output, "dir")
     scorer = LocalScorer(weights_dir=str(weights)) if weights is not None else None
     md = run_evaluation(

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from autofocus.errors import InvalidInputError
+from autofocus.errors import AutofocusError, InvalidInputError
 from autofocus.io import atomic_path
 from autofocus.optics import IN_FOCUS_MAX_LEVEL, N_LEVELS, Objective, get_objective
 from autofocus.reporting import markdown_table, write_json
@@ -78,9 +78,7 @@ def classifier_figures(
     tp = int((out_true & out_pred).sum())
     fp = int((~out_true & out_pred).sum())
     fn = int((out_true & ~out_pred).sum())
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, fp, fn)
     bins = np.linspace(0, 1, 11)
     calib = []
     for lo, hi in itertools.pairwise(bins):
@@ -186,11 +184,13 @@ def evaluate_classifier_synthetic(
 def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective | None) -> dict:
     """Score images listed in a CSV (``file`` plus ``level`` or ``in_focus``/``label``)."""
     from autofocus.imageio import count_pages, read_image
+    from autofocus.scorer import CLASSIFIER_PATCH
+    from autofocus.tiling import prepare_frame
 
     if not csv_path.is_file():
         raise InvalidInputError(f"no such labels CSV: {csv_path}")
     try:
-        with csv_path.open(newline="", encoding="utf-8") as fh:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:  # Excel writes a BOM
             rows = list(csv.DictReader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInputError(f"{csv_path} is not a UTF-8 CSV file: {exc}") from exc
@@ -213,10 +213,14 @@ def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective |
                 f"{csv_path} line {n}: {r.get('file')!r} holds {pages} pages; "
                 "label one image per file"
             )
+        try:  # decoded once here, so that a bad image fails before any is scored
+            prepare_frame(read_image(p), CLASSIFIER_PATCH)
+        except AutofocusError as exc:
+            raise type(exc)(f"{csv_path} line {n} ({r.get('file')!r}): {exc}") from exc
         paths.append(p)
         if (r.get("level") or "").strip():
             raw = r["level"].strip()
-            if not (raw.isdigit() and 0 <= int(raw) < N_LEVELS):
+            if not (raw.isascii() and raw.isdigit() and 0 <= int(raw) < N_LEVELS):
                 raise InvalidInputError(
                     f"{csv_path} line {n}: level must be an integer 0-{N_LEVELS - 1}, got {raw!r}"
                 )
@@ -237,15 +241,24 @@ def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective |
     tp = int((true_out & pred_out & det).sum())
     fp = int((~true_out & pred_out & det).sum())
     fn = int((true_out & ~pred_out & det).sum())
-    prec = tp / (tp + fp) if tp + fp else float("nan")
-    rec = tp / (tp + fn) if tp + fn else float("nan")
+    prec, rec, f1 = precision_recall_f1(tp, fp, fn)
     return {
         "n_images": len(rows),
         "n_undetermined": int((~det).sum()),
         "out_of_focus_precision": prec,
         "out_of_focus_recall": rec,
-        "in_out_f1": 2 * prec * rec / (prec + rec) if tp else 0.0,
+        "in_out_f1": f1,
     }
+
+
+def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the out-of-focus class; NaN where undefined (F1 when
+    there is neither an out-of-focus image nor an out-of-focus verdict), 0 when defined
+    and nothing was right."""
+    prec = tp / (tp + fp) if tp + fp else float("nan")
+    rec = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return prec, rec, f1
 
 
 # ---------------------------------------------------------------------------

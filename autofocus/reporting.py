@@ -11,7 +11,7 @@ from typing import Any
 
 from autofocus.io import atomic_write_text
 
-__all__ = ["machine_info", "markdown_table", "write_json"]
+__all__ = ["finite_json", "machine_info", "markdown_table", "write_json"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -36,8 +36,30 @@ def machine_info() -> dict[str, Any]:
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Atomically write ``payload`` (plus machine info) as indented JSON."""
-    body = {"machine": machine_info(), **payload}
-    return atomic_write_text(path, json.dumps(body, indent=2, default=_default) + "\n")
+    body = finite_json({"machine": machine_info(), **payload})
+    text = json.dumps(body, indent=2, default=_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by ``None`` (``null``), recursively, and
+    numpy scalars and arrays as Python values: bare ``NaN`` is not JSON (strict parsers,
+    JavaScript, jq reject it)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite_json(obj.tolist())
+    return obj
 
 
 def _default(obj: Any) -> Any:

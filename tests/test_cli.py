@@ -165,6 +165,7 @@ def test_labelled_csv_is_checked_before_scoring(tmp_path: Path, capsys) -> None:
     tifffile.imwrite(img, np.random.default_rng(0).integers(0, 4000, (128, 128), np.uint16))
     stack = np.random.default_rng(0).integers(0, 4000, (3, 128, 128), np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "small.tif", np.ones((50, 50), np.uint16))
     out = tmp_path / "ev"
     for body, why in (
         ("file,level\na.tif,nan\n", "level must be an integer"),
@@ -173,12 +174,38 @@ def test_labelled_csv_is_checked_before_scoring(tmp_path: Path, capsys) -> None:
         ("file,level\n", "no rows"),
         ("file,level\na.tif,3\na.tif,\n", "bad in/out label"),
         ("file,level\na.tif,3\nstack.tif,3\n", "line 3: 'stack.tif' holds 3 pages"),
+        ("file,level\na.tif,\u00b2\n", "level must be an integer"),  # isdigit() says yes
+        ("file,level\na.tif,3\nsmall.tif,3\n", "line 3 ('small.tif'): frame of 50x50 px"),
     ):
         csv_path = tmp_path / "labels.csv"
-        csv_path.write_text(body)
+        csv_path.write_text(body, encoding="utf-8")
         assert main(["evaluate", "--labelled", str(csv_path), "--output", str(out)]) == 2
         assert why in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_labelled_evaluation_reads_excel_csv_and_writes_strict_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM; undefined figures are null in the JSON (not
+    a bare NaN); the default folder is not the held-out report's."""
+    frame = np.random.default_rng(0).integers(0, 4000, (128, 128), np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", frame)
+    tifffile.imwrite(tmp_path / "b.tif", frame)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_bytes("\ufefffile,level\na.tif,0\nb.tif,1\n".encode())
+    held_out = tmp_path / "bench-results" / "evaluation"
+    held_out.mkdir(parents=True)
+    (held_out / "evaluation.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--labelled", str(csv_path)]) == 0
+    assert (held_out / "evaluation.json").read_text() == "{}"
+    text = (tmp_path / "bench-results" / "evaluation-labelled" / "evaluation.json").read_text()
+    assert "NaN" not in text
+    figs = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))["labelled"]
+    # white noise has no texture: both undetermined, so no accuracy (null, not NaN)
+    assert figs["n_images"] == figs["n_undetermined"] == 2
+    assert figs["within_one_accuracy"] is None and figs["in_out_f1"] is None
 
 
 def test_score_gives_every_page_of_a_stack_its_own_row(tmp_path: Path) -> None:

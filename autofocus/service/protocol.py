@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from autofocus.errors import InvalidInputError, ProtocolError
+from autofocus.reporting import finite_json
 
 __all__ = [
     "COMMANDS",
@@ -414,18 +415,5 @@ def _summarise(exc: ValidationError) -> str:
     return "; ".join(items)
 
 
-def _finite(obj: Any) -> Any:
-    """Replace non-finite floats by None, recursively (strict JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
-
-
 def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(_finite(body), separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return json.dumps(finite_json(body), separators=(",", ":"), allow_nan=False).encode("utf-8")

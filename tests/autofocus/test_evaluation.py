@@ -97,3 +97,31 @@ def test_cli_evaluates_a_weights_folder_before_it_is_shipped(tiny_weights, tmp_p
     assert val["seed"] == 3
     assert val["classifier_rows"] != report["classifier_rows"]
     assert "validation stream 3" in (tmp_path / "v" / "evaluation.md").read_text()
+
+
+def test_precision_recall_f1_are_nan_only_where_undefined() -> None:
+    import math
+
+    from autofocus.evaluation import precision_recall_f1
+
+    p, r, f = precision_recall_f1(0, 0, 0)  # no out-of-focus image, none called so
+    assert math.isnan(p) and math.isnan(r) and math.isnan(f)
+    assert precision_recall_f1(0, 1, 0)[2] == 0.0  # one false alarm, nothing right
+    assert precision_recall_f1(0, 0, 2)[2] == 0.0
+    p, r, f = precision_recall_f1(2, 1, 1)
+    assert (p, r) == (2 / 3, 2 / 3) and f == pytest.approx(2 / 3)
+
+
+def test_json_reports_have_no_bare_nan(tmp_path) -> None:
+    import json
+
+    import numpy as np
+
+    from autofocus.reporting import write_json
+
+    path = write_json(
+        tmp_path / "r.json",
+        {"a": float("nan"), "b": [1.0, np.float32("inf")], "c": np.array([np.nan, 2.0])},
+    )
+    body = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert (body["a"], body["b"], body["c"]) == (None, [1.0, None], [None, 2.0])
