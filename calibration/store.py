@@ -11,6 +11,7 @@ folder from ``platformdirs``, ``.../autofocus/calibrations``): save (atomic), li
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -151,6 +152,18 @@ def default_store_dir() -> Path:
 
 
 def _slug(text: str) -> str:
+    """A file-name-safe form of ``text``; names it had to change (``a/b``, ``a:b``,
+    ``顕微鏡``) get a hash of the original, so that two names never share a file."""
+    name = text.strip()
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    if s == name:
+        return s
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{s or 'unnamed'}-{digest}"
+
+
+def _legacy_slug(text: str) -> str:
+    """The name files had before ``_slug`` added its hash (read, never written)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._")
     return s or "unnamed"
 
@@ -170,6 +183,11 @@ class CalibrationStore:
         else:
             name = objective.name
         return self.root / f"{_slug(microscope)}__{_slug(name)}.json"
+
+    def _legacy_path(self, objective: Objective | str, microscope: str) -> Path:
+        new = self.path_for(objective, microscope)
+        obj = new.stem.split("__", 1)[1]
+        return self.root / f"{_legacy_slug(microscope)}__{obj}.json"
 
     def save(self, calibration: Calibration) -> Path:
         """Write atomically (a crash never leaves a half-written file); returns the path."""
@@ -204,12 +222,18 @@ class CalibrationStore:
         """
         path = self.path_for(objective, microscope)
         if not path.is_file():
+            path = self._legacy_path(objective, microscope)
+        if not path.is_file():
             raise UnknownNameError(
                 f"no calibration for objective "
                 f"{objective if isinstance(objective, str) else objective.name!r} on "
                 f"microscope {microscope!r} in {self.root}; run 'autofocus calibrate'"
             )
         cal = load_calibration_file(path)
+        if cal.microscope.strip() != microscope.strip():
+            raise CalibrationError(
+                f"{path} holds the calibration of microscope {cal.microscope!r}, not {microscope!r}"
+            )
         if isinstance(objective, Objective) or scorer is not None:
             cal.check_compatible(objective, scorer if scorer is not None else cal.scorer)
         elif cal.objective.name.lower() != objective.strip().lower():
@@ -218,6 +242,8 @@ class CalibrationStore:
 
     def delete(self, objective: Objective | str, microscope: str = "default") -> Path:
         path = self.path_for(objective, microscope)
+        if not path.is_file():
+            path = self._legacy_path(objective, microscope)
         if not path.is_file():
             raise UnknownNameError(f"no calibration file {path}")
         path.unlink()

@@ -95,3 +95,29 @@ def test_default_folder_is_per_user(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     store = CalibrationStore()
     assert str(store.root).startswith(str(tmp_path))
     assert store.root.name == "calibrations"
+
+
+@pytest.mark.parametrize(("a", "b"), [("顕微鏡", "倒立顕微鏡"), ("a/b", "a:b"), ("rig 1", "rig_1")])
+def test_microscope_names_never_share_a_file(tmp_path: Path, a: str, b: str) -> None:
+    store = CalibrationStore(tmp_path)
+    golden = load_calibration_file(GOLDEN)
+    pa = store.save(golden.model_copy(update={"microscope": a}))
+    pb = store.save(golden.model_copy(update={"microscope": b}))
+    assert pa != pb and pa.parent == pb.parent == tmp_path  # no path escapes either
+    assert store.load("10X", a).microscope == a
+    assert store.load("10X", b).microscope == b
+
+
+def test_a_file_of_another_microscope_is_refused_and_old_names_still_load(
+    tmp_path: Path,
+) -> None:
+    store = CalibrationStore(tmp_path)
+    golden = load_calibration_file(GOLDEN)
+    # a file written before names were hashed: "a/b" was stored as a_b__10X.json
+    legacy = tmp_path / "a_b__10X.json"
+    legacy.write_text(golden.model_copy(update={"microscope": "a/b"}).model_dump_json())
+    assert store.load("10X", "a/b").microscope == "a/b"
+    with pytest.raises(CalibrationError, match="microscope 'a/b', not 'a:b'"):
+        store.load("10X", "a:b")  # same legacy file name, another microscope
+    store.delete("10X", "a/b")
+    assert not legacy.exists()
