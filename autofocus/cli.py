@@ -299,7 +299,7 @@ def score(
     from autofocus.optics import get_objective
     from autofocus.scoring_cli import score_files
 
-    obj = get_objective(objective) if objective else None
+    obj = get_objective(objective) if objective is not None else None
     check_writable(csv_path)
     if overlays is not None:
         check_writable(overlays, "dir")
@@ -496,10 +496,22 @@ def bench_autofocus(
     ] = None,
     true_focus_um: Annotated[float | None, typer.Option(help="replay: in-focus z")] = None,
     objective: Annotated[str | None, typer.Option(help="replay: objective preset")] = None,
+    z_csv: Annotated[
+        Path | None, typer.Option(help="replay: CSV of index,z_um for the stack's planes")
+    ] = None,
+    z_step_um: Annotated[
+        float | None, typer.Option(help="replay: z spacing of the planes (without --z-csv)")
+    ] = None,
 ) -> None:
     """Few-image search vs OughtaFocus-like Brent and a z-stack sweep (markdown + JSON + PNG)."""
+    import math
+
     from autofocus.bench_autofocus import BenchSettings, run_autofocus_benchmark
 
+    if not math.isfinite(max_offset_dof):
+        raise typer.BadParameter("must be a finite number of DOF", param_hint="--max-offset-dof")
+    if replay is None and (z_csv is not None or z_step_um is not None):
+        raise typer.BadParameter("--z-csv and --z-step-um go with --replay")
     check_writable(output, "dir")
     settings = BenchSettings(
         objectives=_names(objectives),
@@ -517,7 +529,7 @@ def bench_autofocus(
     if replay is not None:
         from simulators.replay import ZStack
 
-        stack = ZStack.load(replay, true_focus_um=true_focus_um)
+        stack = ZStack.load(replay, z_csv, z_step_um, true_focus_um=true_focus_um)
     run_autofocus_benchmark(
         output, settings, replay=stack, replay_objective=objective, progress=typer.echo
     )

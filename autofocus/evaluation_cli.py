@@ -37,7 +37,7 @@ def run_evaluation(
     from autofocus.scorer import LocalScorer
 
     sc = scorer or LocalScorer()
-    obj = get_objective(objective) if objective else None
+    obj = get_objective(objective) if objective is not None else None
     version = sc.model_version_for(obj)
     payload: dict[str, Any] = {"model_version": version, "objective": objective, "seed": seed}
     synthetic = labelled is None and seed != 0

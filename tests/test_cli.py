@@ -351,3 +351,26 @@ def test_score_never_overwrites_its_inputs_and_overlay_names_do_not_clash(
     ov = tmp_path / "ov"
     assert score_files(files, tmp_path / "s.csv", overlays=ov) == 3
     assert sorted(p.name for p in ov.iterdir()) == sorted(names.values())
+
+
+def test_more_options_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, np.random.default_rng(0).integers(0, 4000, (96, 96), np.uint16))
+    out = tmp_path / "o"
+    for argv, why in (
+        (["score", str(img), "--csv", str(out / "s.csv"), "--objective", ""], "unknown objective"),
+        (["bench", "autofocus", "--output", str(out), "--max-offset-dof", "inf"], "finite"),
+        (["bench", "autofocus", "--output", str(out), "--z-step-um", "2"], "with --replay"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err, (argv, err)
+    assert not out.exists()
+
+
+def test_the_service_benchmark_says_why_its_server_did_not_start(tmp_path: Path) -> None:
+    from autofocus.errors import ServiceError
+    from autofocus.service.bench import run_service_benchmark
+
+    with pytest.raises(ServiceError, match=r"exited with code 2 while starting: .*is missing"):
+        run_service_benchmark(tmp_path / "s.json", weights_dir=tmp_path / "nosuch")

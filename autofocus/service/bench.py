@@ -187,13 +187,27 @@ def _malformed_messages(n: int) -> list[list[bytes]]:
     return [kinds[i % len(kinds)] for i in range(n)]
 
 
+def _last_error_line(proc: subprocess.Popen[bytes]) -> str:
+    """The server's own error message (its last non-empty stderr line), if any."""
+    try:
+        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+    except (OSError, ValueError):
+        return ""
+    lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def _wait_ready(address: str, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
     from autofocus.service.client import ping
 
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise ServiceError(f"the server exited with code {proc.returncode} while starting")
+            why = _last_error_line(proc)
+            raise ServiceError(
+                f"the server exited with code {proc.returncode} while starting"
+                + (f": {why}" if why else "")
+            )
         try:
             return ping(address, timeout_s=1.0)
         except ServiceError:
