@@ -17,6 +17,10 @@ Aggregation
   texture factor keeps empty background from moving the verdict even when the classifier
   is over-confident on noise).
 * b = median regressed blur over textured regressor patches.
+* Blank fields: a frame that is only illumination and noise (vignetting, a ramp, a dark
+  frame with hot pixels; :func:`autofocus.blank.is_blank_field`) has no textured patch,
+  whatever the networks say of its patches (they read a normalised smooth gradient as
+  extreme blur, and hot pixels as in-focus points).
 * Verdict: undetermined when no regressor patch is textured or the summed weight is
   negligible; else in focus when ``P(level <= in_focus_max_level) >= 0.5``.
 """
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from autofocus.blank import is_blank_field
 from autofocus.errors import InvalidFrameError, InvalidInputError
 from autofocus.optics import (
     IN_FOCUS_MAX_LEVEL,
@@ -64,6 +69,7 @@ class LocalScorer:
         min_weight: float = 0.05,
         batch_size: int = 256,
         num_threads: int | None = None,
+        detect_blank_fields: bool = True,
     ) -> None:
         import torch
 
@@ -87,6 +93,7 @@ class LocalScorer:
         self.in_focus_max_level = int(in_focus_max_level)
         self.min_weight = float(min_weight)
         self.batch_size = int(batch_size)
+        self.detect_blank_fields = bool(detect_blank_fields)
         self._lock = threading.Lock()
 
     @property
@@ -160,6 +167,7 @@ class LocalScorer:
         fr = _pad_to(f, REGRESSOR_PATCH)
         rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
         rp, rs = normalise_patches(extract_patches(fr, rg))
+        rs = self._unless_blank(f, rs)
         reg = self._run(self._reg, rp)
         tex_r, textured_r, blur, astig = self._regressor_values(reg, rs)
         b, spread, _ = _blur_stats(blur, astig, textured_r)
@@ -170,6 +178,12 @@ class LocalScorer:
             model_version=self.model_version_for(objective),
             regressor_patches=_regressor_grid(rg, blur, tex_r, astig) if with_patches else None,
         )
+
+    def _unless_blank(self, frame: np.ndarray, sig: np.ndarray) -> np.ndarray:
+        """``sig`` (patches with signal), or none of them when ``frame`` is blank."""
+        if self.detect_blank_fields and is_blank_field(frame):
+            return np.zeros_like(sig)
+        return sig
 
     def _regressor_values(
         self, reg: np.ndarray, r_sig: np.ndarray
@@ -201,6 +215,7 @@ class LocalScorer:
             rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
             cp, cs = normalise_patches(extract_patches(f, cg))
             rp, rs = normalise_patches(extract_patches(fr, rg))
+            rs = self._unless_blank(f, rs)
             c_grids.append(cg)
             r_grids.append(rg)
             c_parts.append(cp)

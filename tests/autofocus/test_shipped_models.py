@@ -137,6 +137,37 @@ def test_blank_and_noise_frames_are_undetermined(scorer) -> None:
         assert s.abs_dz_um is None
 
 
+def test_blank_fields_with_illumination_or_hot_pixels_are_undetermined(scorer) -> None:
+    """A vignetted or ramped empty field and a dark frame with hot pixels have no
+    specimen.  The networks alone read the first as extreme blur (level ~9.5 with
+    certainty ~0.6) and the last as in focus; the blank-field check makes them
+    undetermined, in the full score and in the search's blur score alike."""
+    from autofocus.scorer import LocalScorer
+
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[-1:1:1024j, -1:1:1024j]
+    vignetted = (rng.poisson(800 * (1 - 0.35 * (x**2 + y**2))) + 100).astype(np.uint16)
+    ramp = (rng.poisson(800 * (1 + 0.3 * x + 0.1 * y)) + 100).astype(np.uint16)
+    dark = rng.normal(100, 2, (1024, 1024))
+    hot = rng.integers(0, 1024, size=(30, 2))
+    dark[hot[:, 0], hot[:, 1]] = 4000
+    dark = dark.astype(np.uint16)
+    obj = get_objective("20X")
+    unchecked = LocalScorer(detect_blank_fields=False)
+    assert unchecked.score(vignetted, obj).verdict == "out_of_focus"  # why the check exists
+    assert unchecked.score(dark, obj).verdict == "in_focus"
+    for frame in (vignetted, ramp, dark):
+        s = scorer.score(frame, obj)
+        assert s.verdict == "undetermined" and s.abs_dz_um is None, s
+        assert s.textured_fraction == 0.0 and np.isnan(s.blur_px)
+        assert not scorer.blur_score(frame, obj).determined
+    # a specimen under the same vignetting is still scored
+    _, series = _series("nuclei", "20X", np.array([1.0]))
+    ys, xs = np.mgrid[-1:1:256j, -1:1:256j]
+    lit = (series.frames[0] * (1 - 0.35 * (xs**2 + ys**2))).astype(np.uint16)
+    assert scorer.score(lit, obj).determined
+
+
 def test_cards_are_json(tmp_path: Path) -> None:
     for name in MODEL_NAMES:
         json.loads((WEIGHTS / f"{name}.json").read_text())
