@@ -8,37 +8,43 @@ frame with a few hot pixels reads as in-focus points.  Neither has a specimen, s
 scorer's verdict must be "undetermined" (:class:`autofocus.scorer.LocalScorer` asks
 :func:`is_blank_field` first).
 
-Two tests on the whole frame; it is blank only when both find nothing but noise:
+A frame is blank only when all of these find nothing but noise (:func:`is_blank_field`):
 
-*Block scale* (:func:`blank_ratio`): illumination is smooth at the frame's scale, a
-specimen - even far out of focus - is not.
+1. **Noise.**  The pixel noise ``sigma`` from horizontal neighbour differences (their
+   RMS within 5 robust SDs, on evenly spaced rows, about ``_NOISE_SAMPLES`` pixels).
+2. **Illumination.**  Means of ``4 x 4`` pixel *cells* (noise ``sigma / 4``), and of
+   coarse blocks of ``k x k`` pixels (``k`` = 4 up to 767 px frames, then 4 x
+   ``min(h, w) // 384``: about 100 blocks a side), noise ``sigma / k``.  A 2-D
+   polynomial of degree 4 (15 terms: vignetting, ramps, a tilted lamp) is fitted to
+   the blocks by least squares, robustly: blocks more than 5 block SDs off are left
+   out and the fit redone, up to three times.
+3. **Small objects, at the cell scale whatever the frame size.**  A cell more than
+   ``_CELL_SD`` (7) cell SDs off the fit is an object - a single in-focus bead in a
+   2048 px frame - unless spikes explain it: pixels 8 noise SDs out whose eight
+   neighbours are all within 4 (narrower than a point spread function sampled at
+   Nyquist: hot pixels, cosmic rays), and at most ``_MAX_SPIKE_SHARE`` of the cells hold
+   them.  Spikes are subtracted and the fit is redone.
+4. **Faint extended objects.**  A block more than 8 block SDs off is an object; so is
+   an RMS block residual above ``BLANK_RATIO`` (1.2) block SDs.  The RMS must also be
+   above ``MIN_RATIO`` (0.8): pixel noise that block means do not show is structure at
+   the pixel scale (a fine periodic pattern), not noise.
+5. **Pixel-scale correlation** (:func:`neighbour_correlation_ratio`), along rows and
+   along columns: any image of a specimen is correlated between neighbouring pixels,
+   white noise is not.  The variance of second differences 2 and 3 pixels apart over
+   that of adjacent ones is 1 for noise (hot pixels left out, illumination cancels),
+   above 1 for structure that spans pixels and below 1 for structure at the Nyquist
+   limit or repeating every 2 or 3 pixels; each must be within 5.5 of its SDs for
+   white noise (``2.2 / sqrt(n)`` for ``n`` differences), and at least
+   ``PIXEL_TOLERANCE`` (0.05), of 1.
 
-1. the pixel noise ``sigma`` from horizontal neighbour differences (their RMS within 5
-   robust SDs, on evenly spaced rows, about ``_NOISE_SAMPLES`` pixels in all);
-2. block means (``k x k`` pixels, ``k = max(4, min(h, w) // 96)``), whose noise is
-   ``sigma / k``;
-3. a least-squares fit of a 2-D polynomial of degree 4 (15 terms: vignetting, ramps,
-   a tilted lamp) to the block means;
-4. blocks whose residual exceeds 5 noise SDs are outliers, and the fit is redone
-   without them; an outlier block whose excess is carried by spikes (pixels 8 noise SDs
-   out whose four neighbours are within 4: narrower than any point spread function,
-   even undersampled) holds hot pixels or a cosmic ray and is left out; any other block
-   beyond 8 SDs is an object, however small, and so are more than 256 outliers;
-5. the ratio is the RMS residual of the remaining blocks in units of their noise: 1 for
-   a blank field.  Blank needs it below ``BLANK_RATIO`` (1.2).
-
-*Pixel scale* (:func:`neighbour_correlation_ratio`): block means average away structure
-finer than a block (a dense in-focus texture of small contrast).  Any image of a
-specimen is correlated between neighbouring pixels (the point spread function spans
-more than one pixel); white noise is not, and hot pixels are left out.  The variance of
-second differences two pixels apart over that of adjacent ones is 1 for noise, above 1
-for structure that spans pixels and below 1 for structure at the Nyquist limit
-(illumination cancels in second differences).  Blank needs it within
-``PIXEL_TOLERANCE`` (0.05) of 1.
-
-Both tests are conservative: correlated camera noise (sCMOS column noise, a
-compressed file) raises both ratios, so such a frame is never called blank and is
-judged by the models as before.  Cost: a few ms for a 2048x2048 frame.
+What it cannot see: structure below the noise at every scale (a line 1-2 px wide at 2-3
+noise SDs), and structure as smooth as the illumination (a blob hundreds of pixels wide
+is absorbed by the fit); the networks find no texture in such frames either.  A point
+object undersampled to one pixel is a spike.  Camera noise that is not white (sCMOS
+column offsets, a compressed file) raises the block residuals or the correlation: weak,
+it still passes (column offsets of 3 ADU under 22 ADU of shot noise: block ratio 1.19);
+stronger, the frame is not called blank and the networks judge it as before (the safe
+side).  Cost: about 3 ms for a 512x512 frame, 8-11 ms for 2048x2048.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import numpy as np
 
 __all__ = [
     "BLANK_RATIO",
+    "MIN_RATIO",
     "PIXEL_TOLERANCE",
     "blank_ratio",
     "is_blank_field",
@@ -56,97 +63,187 @@ __all__ = [
 ]
 
 BLANK_RATIO = 1.2
+MIN_RATIO = 0.8
 PIXEL_TOLERANCE = 0.05
 _DEGREE = 4
-_OUTLIER_SD = 5.0
-_STRUCTURE_SD = 8.0
+_CELL = 4
+_OUTLIER_SD = 5.0  # block residuals left out of the robust fit
+_STRUCTURE_SD = 8.0  # a block residual that is an object
+_CELL_SD = 7.0  # a cell residual that is an object (or spikes)
 _SPIKE_SD = 8.0
 _NEIGHBOUR_SD = 4.0
-_MAX_OUTLIERS = 256  # beyond this many outlier blocks the field has structure
+_MAX_SPIKE_SHARE = 0.002
 _NOISE_SAMPLES = 32768  # pixel differences the noise and correlation tests look at
 
 
 def is_blank_field(frame: np.ndarray) -> bool:
     """True when ``frame`` (2-D, finite) is illumination and noise only (see module)."""
-    rows = _sample_rows(frame)
+    f = np.asarray(frame)
+    rows = _sample_lines(f)
     sigma = _pixel_noise(rows)
-    if not blank_ratio(frame, sigma=sigma) < BLANK_RATIO:
+    if not MIN_RATIO < blank_ratio(f, sigma=sigma) < BLANK_RATIO:
         return False
-    return abs(neighbour_correlation_ratio(frame, rows=rows) - 1.0) < PIXEL_TOLERANCE
+    for lines in (rows, _sample_lines(f.T)):
+        # the ratio's SD for white noise is about 2.2 / sqrt(n): 5.5 SDs, at least 0.05
+        tolerance = max(PIXEL_TOLERANCE, 12.0 / np.sqrt(lines.shape[0] * (lines.shape[1] - 6)))
+        for lag in (2, 3):
+            if not abs(neighbour_correlation_ratio(f, rows=lines, lag=lag) - 1.0) < tolerance:
+                return False
+    return True
 
 
 def blank_ratio(frame: np.ndarray, *, sigma: float | None = None) -> float:
-    """RMS residual of the block means about a smooth illumination fit, in units of
-    their noise (1 for a blank field; ``inf`` when there is structure beyond doubt or
-    the frame is too small to tell; 0 for a constant frame)."""
+    """RMS residual of the block means about the robust illumination fit, in units of
+    their noise (about 1 for a blank field); ``inf`` for an object (a cell or a block
+    beyond its threshold) or a frame too small to tell; 0 for a constant frame."""
     f = np.asarray(frame)
     h, w = f.shape
-    k = max(4, min(h, w) // 96)
+    m = max(1, min(h, w) // (96 * _CELL))  # cells per block side
+    k = _CELL * m
     ny, nx = h // k, w // k
     if ny < 8 or nx < 8:
         return float("inf")
     if sigma is None:
-        sigma = _pixel_noise(_sample_rows(f))
+        sigma = _pixel_noise(_sample_lines(f))
     if not sigma > 0:
         return 0.0 if float(np.ptp(f)) == 0 else float("inf")
-    means = _block_means(f, k, ny, nx).ravel()
-    basis, pinv = _basis(ny, nx)
-    sd = sigma / k
-    resid = means - basis @ (pinv @ means)
-    out = np.abs(resid) > _OUTLIER_SD * sd
-    if out.any():  # refit without the outliers (hot pixels pull a least-squares fit)
-        if out.sum() > _MAX_OUTLIERS or (~out).sum() < 2 * basis.shape[1]:
-            return float("inf")
-        coef, *_ = np.linalg.lstsq(basis[~out], means[~out], rcond=None)
-        resid = means - basis @ coef
-        out = np.abs(resid) > _OUTLIER_SD * sd
-        if out.sum() > _MAX_OUTLIERS:
-            return float("inf")
-    keep = np.ones(resid.size, dtype=bool)
-    for i in np.flatnonzero(out):
-        by, bx = divmod(int(i), nx)
-        if _only_spikes(f, by * k, bx * k, k, float(means[i] - resid[i]), sigma):
-            keep[i] = False  # hot pixels or a cosmic ray, not a specimen
-        elif abs(resid[i]) > _STRUCTURE_SD * sd:
-            return float("inf")  # an object, however small
+    cells = _block_means(f, _CELL, ny * m, nx * m)
     with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.sqrt(np.mean(resid[keep] ** 2)) / sd) if keep.any() else 0.0
+        coef = _robust_fit(cells, m, sigma / k)
+        if coef is None:
+            return float("inf")
+        spikes = _cell_objects(f, cells, coef, m, sigma)
+        if spikes is None:
+            return float("inf")
+        if spikes:
+            for (cy, cx), excess in spikes.items():
+                cells[cy, cx] -= excess / _CELL**2
+            coef = _robust_fit(cells, m, sigma / k)
+            if coef is None:
+                return float("inf")
+        means = _blocks_of(cells, m).ravel()
+        resid = (means - _basis(ny, nx)[0] @ coef) / (sigma / k)
+        if np.abs(resid).max() > _STRUCTURE_SD:
+            return float("inf")
+        return float(np.sqrt(np.mean(resid**2)))
 
 
-def _only_spikes(f: np.ndarray, y0: int, x0: int, k: int, fit: float, sigma: float) -> bool:
-    """Whether the ``k x k`` block at ``(y0, x0)`` departs from ``fit`` only through
-    spikes: pixels beyond ``_SPIKE_SD`` noise SDs whose four neighbours are all within
-    ``_NEIGHBOUR_SD`` (narrower than any point spread function, even undersampled).
-    Without them, its mean must be within ``_OUTLIER_SD`` block noise SDs of the fit."""
-    h, w = f.shape
-    ya, xa = max(y0 - 1, 0), max(x0 - 1, 0)
-    e = f[ya : min(y0 + k + 1, h), xa : min(x0 + k + 1, w)].astype(np.float64) - fit
-    pad = ((int(y0 == ya), int(y0 + k + 1 > h)), (int(x0 == xa), int(x0 + k + 1 > w)))
-    e = np.pad(e, pad)  # a frame edge counts as a quiet neighbour
-    inner = e[1:-1, 1:-1]
-    near = np.maximum.reduce(
-        [np.abs(e[:-2, 1:-1]), np.abs(e[2:, 1:-1]), np.abs(e[1:-1, :-2]), np.abs(e[1:-1, 2:])]
-    )
-    spike = (np.abs(inner) > _SPIKE_SD * sigma) & (near < _NEIGHBOUR_SD * sigma)
-    if not spike.any():
-        return False
-    rest = float(inner[~spike].sum()) / (k * k)
-    return abs(rest) <= _OUTLIER_SD * sigma / k
-
-
-def neighbour_correlation_ratio(frame: np.ndarray, *, rows: np.ndarray | None = None) -> float:
-    """Along rows, ``var(x[i+2] - 2 x[i] + x[i-2]) / var(x[i+1] - 2 x[i] + x[i-1])``: 1
-    for white noise, above 1 for structure that spans pixels, below 1 for structure at
-    the Nyquist limit; ``nan`` for a frame with no variation.  Second differences, so
-    that illumination (linear or gently curved over a few pixels) cancels; each
-    variance is taken within 5 robust SDs, so that hot pixels do not count."""
-    r = _sample_rows(np.asarray(frame)) if rows is None else rows
+def neighbour_correlation_ratio(
+    frame: np.ndarray, *, rows: np.ndarray | None = None, lag: int = 2
+) -> float:
+    """Along rows, ``var(x[i+L] - 2 x[i] + x[i-L]) / var(x[i+1] - 2 x[i] + x[i-1])`` for
+    the lag ``L``: 1 for white noise; above 1 for structure that spans pixels; below 1
+    for structure that repeats every ``L`` pixels or at the Nyquist limit; ``nan`` for
+    a frame with no variation.  Second differences, so that illumination (linear or
+    gently curved over a few pixels) cancels; each variance is taken within 5 robust
+    SDs, so that hot pixels do not count."""
+    r = _sample_lines(np.asarray(frame)) if rows is None else rows
     v1 = _clipped_mean_square(r[:, 2:] - 2.0 * r[:, 1:-1] + r[:, :-2])
-    v2 = _clipped_mean_square(r[:, 4:] - 2.0 * r[:, 2:-2] + r[:, :-4])
-    return v2 / v1 if v1 > 0 else float("nan")
+    n = 2 * lag
+    v = _clipped_mean_square(r[:, n:] - 2.0 * r[:, lag:-lag] + r[:, :-n])
+    return v / v1 if v1 > 0 else float("nan")
 
 
-def _sample_rows(f: np.ndarray) -> np.ndarray:
+# ---------------------------------------------------------------------------------------
+def _robust_fit(cells: np.ndarray, m: int, block_sd: float) -> np.ndarray | None:
+    """Polynomial coefficients fitted to the blocks (``m x m`` cells each), leaving out
+    blocks more than ``_OUTLIER_SD`` block SDs off (up to three refits); None when too
+    few blocks are left to fit."""
+    means = _blocks_of(cells, m)
+    basis, pinv = _basis(*means.shape)
+    y = means.ravel()
+    coef = pinv @ y
+    use = np.ones(y.size, dtype=bool)
+    for _ in range(3):
+        new = np.abs(y - basis @ coef) <= _OUTLIER_SD * block_sd
+        if np.array_equal(new, use):
+            break
+        use = new
+        if use.sum() < 2 * basis.shape[1]:
+            return None
+        coef, *_ = np.linalg.lstsq(basis[use], y[use], rcond=None)
+    return coef
+
+
+def _cell_objects(
+    f: np.ndarray, cells: np.ndarray, coef: np.ndarray, m: int, sigma: float
+) -> dict[tuple[int, int], float] | None:
+    """Cells off the fit by more than ``_CELL_SD`` cell SDs: ``{cell: spike excess}``
+    when spikes explain every one of them (and they are few), else None (an object)."""
+    ny, nx = cells.shape[0] // m, cells.shape[1] // m
+    fit = _poly_on_cells(coef, ny, nx, m)
+    dev = cells - fit
+    np.abs(dev, out=dev)
+    far = dev > _CELL_SD * sigma / _CELL
+    if not far.any():
+        return {}
+    off = np.argwhere(far)
+    if len(off) > max(16, _MAX_SPIKE_SHARE * cells.size):
+        return None
+    spikes: dict[tuple[int, int], float] = {}
+    for cy, cx in off:
+        excess = _spike_excess(f, int(cy) * _CELL, int(cx) * _CELL, float(fit[cy, cx]), sigma)
+        if excess is None:
+            return None
+        spikes[(int(cy), int(cx))] = excess
+    return spikes
+
+
+def _spike_excess(f: np.ndarray, y0: int, x0: int, fit: float, sigma: float) -> float | None:
+    """The summed excess of the spikes in the cell at ``(y0, x0)`` - pixels beyond
+    ``_SPIKE_SD`` noise SDs whose eight neighbours are all within ``_NEIGHBOUR_SD`` - if
+    without them the cell is within ``_OUTLIER_SD`` cell SDs of ``fit``; else None."""
+    h, w = f.shape
+    c = _CELL
+    ya, xa = max(y0 - 1, 0), max(x0 - 1, 0)
+    e = f[ya : min(y0 + c + 1, h), xa : min(x0 + c + 1, w)].astype(np.float64) - fit
+    pad = ((int(y0 == ya), int(y0 + c + 1 > h)), (int(x0 == xa), int(x0 + c + 1 > w)))
+    a = np.abs(np.pad(e, pad))  # a frame edge counts as a quiet neighbour
+    inner = a[1:-1, 1:-1]
+    near = np.maximum.reduce(
+        [a[dy : dy + c, dx : dx + c] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)]
+    )
+    spike = (inner > _SPIKE_SD * sigma) & (near < _NEIGHBOUR_SD * sigma)
+    if not spike.any():
+        return None
+    cell = np.pad(e, pad)[1:-1, 1:-1]
+    rest = float(cell[~spike].sum()) / c**2
+    if abs(rest) > _OUTLIER_SD * sigma / c:
+        return None
+    return float(cell[spike].sum())
+
+
+def _blocks_of(cells: np.ndarray, m: int) -> np.ndarray:
+    """Means of ``m x m`` cells."""
+    if m == 1:
+        return cells
+    ny, nx = cells.shape[0] // m, cells.shape[1] // m
+    return _block_sums(cells, m, ny, nx, np.float64) / (m * m)
+
+
+def _poly_on_cells(coef: np.ndarray, ny: int, nx: int, m: int) -> np.ndarray:
+    """The fitted polynomial (coordinates of the ``ny x nx`` block grid) at the centres
+    of the ``m x m`` cells of every block, evaluated separably."""
+
+    def coords(n: int) -> np.ndarray:
+        centre_in_blocks = (np.arange(n * m) + 0.5) / m - 0.5
+        return -1.0 + 2.0 * centre_in_blocks / (n - 1)
+
+    y, x = coords(ny), coords(nx)
+    c = np.zeros((_DEGREE + 1, _DEGREE + 1))
+    c[_terms()] = coef
+    ypow = y[:, None] ** np.arange(_DEGREE + 1)
+    xpow = x[:, None] ** np.arange(_DEGREE + 1)
+    return ypow @ c @ xpow.T
+
+
+def _terms() -> tuple[np.ndarray, np.ndarray]:
+    """(powers of y, powers of x) of the basis columns, in order."""
+    ij = [(i, j) for i in range(_DEGREE + 1) for j in range(_DEGREE + 1 - i)]
+    return np.array([i for i, _ in ij]), np.array([j for _, j in ij])
+
+
+def _sample_lines(f: np.ndarray) -> np.ndarray:
     """Evenly spaced whole rows (at least 8, about ``_NOISE_SAMPLES`` pixels), float64."""
     h, w = f.shape
     n = min(h, max(8, _NOISE_SAMPLES // max(w, 1)))
@@ -177,25 +274,32 @@ def _clipped_mean_square(d: np.ndarray) -> float:
 
 
 def _block_means(f: np.ndarray, k: int, ny: int, nx: int) -> np.ndarray:
-    """``(ny, nx)`` means of ``k x k`` blocks (float64).  Small integers are summed over
-    rows in float32 first (exact: ``k * 65535 < 2**24``), which is 3x faster."""
-    crop = f[: ny * k, : nx * k]
-    small = f.dtype.kind in "ui" and f.dtype.itemsize <= 2 and k * 65535 < 2**24
-    rows = crop.reshape(ny, k, nx * k).sum(axis=1, dtype=np.float32 if small else np.float64)
-    return rows.reshape(ny, nx, k).sum(axis=2, dtype=np.float64) / (k * k)
+    """``(ny, nx)`` means of ``k x k`` blocks (float64), summed in float32 for small
+    integers (exact while ``k * k * 65535 < 2**24``)."""
+    small = f.dtype.kind in "ui" and f.dtype.itemsize <= 2 and k * k * 65535 < 2**24
+    return _block_sums(f, k, ny, nx, np.float32 if small else np.float64) / (k * k)
+
+
+def _block_sums(a: np.ndarray, k: int, ny: int, nx: int, acc: type) -> np.ndarray:
+    """``(ny, nx)`` sums of ``k x k`` blocks as float64, accumulated in ``acc``, as sums of
+    strided slices (numpy reduces a short inner axis slowly)."""
+    crop = a[: ny * k, : nx * k]
+    rows = crop[0::k].astype(acc)
+    for i in range(1, k):
+        np.add(rows, crop[i::k], out=rows, casting="unsafe")
+    out = rows[:, 0::k].copy()
+    for j in range(1, k):
+        np.add(out, rows[:, j::k], out=out)
+    return out.astype(np.float64, copy=False)
 
 
 @lru_cache(maxsize=16)
 def _basis(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
-    """The polynomial terms at the block centres (``(ny nx, 15)``) and their
-    pseudo-inverse (the least-squares fit as one product)."""
+    """The polynomial terms at the block centres (``(ny nx, 15)``, block coordinates
+    spanning [-1, 1]) and their pseudo-inverse (the least-squares fit as one product)."""
     y = np.linspace(-1.0, 1.0, ny)[:, None]
     x = np.linspace(-1.0, 1.0, nx)[None, :]
-    cols = [
-        np.broadcast_to(y**i * x**j, (ny, nx)).ravel()
-        for i in range(_DEGREE + 1)
-        for j in range(_DEGREE + 1 - i)
-    ]
+    cols = [np.broadcast_to(y**i * x**j, (ny, nx)).ravel() for i, j in zip(*_terms(), strict=True)]
     out = np.stack(cols, axis=1)
     pinv = np.linalg.pinv(out)
     out.setflags(write=False)
