@@ -1,5 +1,7 @@
 """Blank-field detection (autofocus.blank): illumination and noise only, or a specimen?"""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -142,6 +144,11 @@ def test_correlation_ratio_of_noise_hot_pixels_and_structure() -> None:
 def test_constant_tiny_and_extreme_frames() -> None:
     assert blank_ratio(np.full((256, 256), 7, np.uint16)) == 0.0
     assert blank_ratio(np.zeros((20, 500))) == np.inf  # too few blocks to tell
+    noise = np.random.default_rng(2).normal(100.0, 2.0, (100, 100))
+    for tiny in (noise[:3, :3], noise[:, :5], noise[:31, :], noise[:1, :1]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not is_blank_field(tiny)
     f = _field("flat", 1).astype(np.float64)
     assert is_blank_field(f * 1e-6) and is_blank_field(f * 1e12)  # scale-free
     assert not is_blank_field(f * 1e300)  # overflowing squares: never a blank claim
