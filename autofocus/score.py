@@ -12,11 +12,35 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from autofocus.errors import InvalidInputError
 from autofocus.optics import Objective
 
-__all__ = ["BlurScore", "FocusScore", "PatchGrid", "Scorer", "Verdict", "measure_blur"]
+__all__ = [
+    "UNDETERMINED_REASONS",
+    "BlurScore",
+    "FocusScore",
+    "PatchGrid",
+    "Scorer",
+    "UndeterminedReason",
+    "Verdict",
+    "measure_blur",
+]
 
 Verdict = Literal["in_focus", "out_of_focus", "undetermined"]
+
+UndeterminedReason = Literal["no_signal", "blank_field", "no_texture", "low_certainty"]
+"""Why a frame got no verdict (the first that applies, in this order):
+
+* ``no_signal``: every patch is constant (an all-zero, constant or saturated frame);
+* ``blank_field``: illumination and noise only (:func:`autofocus.blank.is_blank_field`:
+  an empty field, vignetted or ramped light, a dark frame with hot pixels);
+* ``no_texture``: the regressor finds texture in no patch (a specimen too faint or too
+  far out of focus to show above the noise, or background only);
+* ``low_certainty``: textured patches, but the classifier is so unsure of every one that
+  their summed weight is negligible (``LocalScorer(min_weight=...)``; b is still given).
+"""
+
+UNDETERMINED_REASONS: tuple[str, ...] = ("no_signal", "blank_field", "no_texture", "low_certainty")
 
 
 @dataclass(frozen=True)
@@ -67,7 +91,8 @@ class FocusScore:
       geometric blur diameter in pixels, with ``blur_spread_px`` its median absolute
       deviation; NaN when undetermined;
     * ``textured_fraction``: share of regressor patches with texture;
-    * ``verdict``: in_focus / out_of_focus / undetermined;
+    * ``verdict``: in_focus / out_of_focus / undetermined, and for an undetermined frame
+      ``undetermined_reason`` (:data:`UndeterminedReason`; None otherwise);
     * ``abs_dz_um`` (from b) and ``abs_dz_um_from_level`` (from the expected level): the
       distance to focus in micrometres when the objective is known, else None.
     """
@@ -88,11 +113,15 @@ class FocusScore:
     abs_dz_um: float | None
     abs_dz_um_from_level: float | None
     model_version: str
+    undetermined_reason: UndeterminedReason | None = None
     classifier_patches: PatchGrid | None = None
     regressor_patches: PatchGrid | None = None
     contrast_signature: np.ndarray | None = field(default=None, compare=False, repr=False)
     """Low-pass contrast of the frame (:mod:`autofocus.contrast`), attached by
     :func:`measure_blur` for the search; not sent over the wire."""
+
+    def __post_init__(self) -> None:
+        _check_reason(self.undetermined_reason, self.verdict == "undetermined", "verdict")
 
     @property
     def determined(self) -> bool:
@@ -139,12 +168,31 @@ class BlurScore:
     blur_spread_px: float
     textured_fraction: float
     model_version: str
+    undetermined_reason: UndeterminedReason | None = None
+    """Why ``blur_px`` is NaN (``no_signal``, ``blank_field`` or ``no_texture``)."""
     regressor_patches: PatchGrid | None = None
     contrast_signature: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_reason(self.undetermined_reason, not np.isfinite(self.blur_px), "blur_px")
 
     @property
     def determined(self) -> bool:
         return bool(np.isfinite(self.blur_px))
+
+
+def _check_reason(reason: str | None, undetermined: bool, what: str) -> None:
+    """A reason is one of :data:`UNDETERMINED_REASONS`, and only on an undetermined score."""
+    if reason is None:
+        return
+    if reason not in UNDETERMINED_REASONS:
+        raise InvalidInputError(
+            f"undetermined_reason must be one of {UNDETERMINED_REASONS} or None, got {reason!r}"
+        )
+    if not undetermined:
+        raise InvalidInputError(
+            f"undetermined_reason {reason!r} given for a determined score ({what})"
+        )
 
 
 def measure_blur(

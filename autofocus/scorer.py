@@ -22,7 +22,9 @@ Aggregation
   whatever the networks say of its patches (they read a normalised smooth gradient as
   extreme blur, and hot pixels as in-focus points).
 * Verdict: undetermined when no regressor patch is textured or the summed weight is
-  negligible; else in focus when ``P(level <= in_focus_max_level) >= 0.5``.
+  negligible (``undetermined_reason`` says which, and whether the frame had no signal
+  at all or was a blank field); else in focus when ``P(level <= in_focus_max_level) >=
+  0.5``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from autofocus.optics import (
     get_objective,
     ray_blur_slope,
 )
-from autofocus.score import BlurScore, FocusScore, PatchGrid, Verdict
+from autofocus.score import BlurScore, FocusScore, PatchGrid, UndeterminedReason, Verdict
 from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepare_frame
 
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
@@ -71,13 +73,21 @@ class LocalScorer:
         num_threads: int | None = None,
         detect_blank_fields: bool = True,
     ) -> None:
+        # settings first: a typo fails at once, before any model is loaded
+        self.texture_threshold = _number(texture_threshold, "texture_threshold", 0.0, 1.0)
+        self.in_focus_max_level = _integer(
+            in_focus_max_level, "in_focus_max_level", 0, N_LEVELS - 1
+        )
+        self.min_weight = _number(min_weight, "min_weight", 0.0, math.inf)
+        self.batch_size = _integer(batch_size, "batch_size", 1, None)
+        threads = None if num_threads is None else _integer(num_threads, "num_threads", 1, None)
         import torch
 
         from autofocus.models import fuse_for_inference
         from autofocus.registry import load_model
 
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
+        if threads is not None:
+            torch.set_num_threads(threads)
         self._torch = torch
         self._device = _torch_device(torch, device)
         cls, self.classifier_card = load_model("classifier", weights_dir)
@@ -90,10 +100,6 @@ class LocalScorer:
         # objective preset name -> its own classifier, or None: use the general one
         self._per_objective: dict[str, tuple[Any, Any] | None] = {}
         self._load_lock = threading.Lock()
-        self.texture_threshold = float(texture_threshold)
-        self.in_focus_max_level = int(in_focus_max_level)
-        self.min_weight = float(min_weight)
-        self.batch_size = int(batch_size)
         self.detect_blank_fields = bool(detect_blank_fields)
         self._lock = threading.Lock()
 
@@ -175,30 +181,38 @@ class LocalScorer:
         fr = _pad_to(f, REGRESSOR_PATCH)
         rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
         rp, rs = normalise_patches(extract_patches(fr, rg))
-        rs = self._unless_blank(f, rs)
+        rs, reason = self._signal(f, rs)
         reg = self._run(self._reg, rp)
         tex_r, textured_r, blur, astig = self._regressor_values(reg, rs)
         b, spread, _ = _blur_stats(blur, astig, textured_r)
+        if reason is None and not textured_r.any():
+            reason = "no_texture"
         return BlurScore(
             blur_px=b,
             blur_spread_px=spread,
             textured_fraction=float(textured_r.mean()),
             model_version=self.model_version_for(objective),
+            undetermined_reason=reason,
             regressor_patches=_regressor_grid(rg, blur, tex_r, astig) if with_patches else None,
         )
 
-    def _unless_blank(self, frame: np.ndarray, sig: np.ndarray) -> np.ndarray:
-        """``sig`` (patches with signal), or none of them when ``frame`` is blank."""
+    def _signal(
+        self, frame: np.ndarray, sig: np.ndarray
+    ) -> tuple[np.ndarray, UndeterminedReason | None]:
+        """The regressor patches with signal (``sig``; none when ``frame`` is a blank
+        field), and the reason when none has: ``no_signal`` or ``blank_field``."""
+        if not sig.any():
+            return sig, "no_signal"
         if self.detect_blank_fields and is_blank_field(frame):
-            return np.zeros_like(sig)
-        return sig
+            return np.zeros_like(sig), "blank_field"
+        return sig, None
 
     def _regressor_values(
         self, reg: np.ndarray, r_sig: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         tex_r = 1.0 / (1.0 + np.exp(-reg[:, -1].astype(np.float64)))
         tex_r = np.where(r_sig, tex_r, 0.0)
-        textured_r = tex_r >= self.texture_threshold
+        textured_r = r_sig & (tex_r >= self.texture_threshold)
         blur = np.maximum(reg[:, 0].astype(np.float64), 0.0)
         astig = np.hypot(reg[:, 1], reg[:, 2]).astype(np.float64)
         return tex_r, textured_r, blur, astig
@@ -217,13 +231,15 @@ class LocalScorer:
         net, _ = self.classifier_for(objective)
         version = self.model_version_for(objective)
         c_grids, r_grids, c_parts, r_parts, c_sig, r_sig = [], [], [], [], [], []
+        reasons: list[UndeterminedReason | None] = []
         for f in prepared:
             cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
             fr = _pad_to(f, REGRESSOR_PATCH)
             rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
             cp, cs = normalise_patches(extract_patches(f, cg))
             rp, rs = normalise_patches(extract_patches(fr, rg))
-            rs = self._unless_blank(f, rs)
+            rs, reason = self._signal(f, rs)
+            reasons.append(reason)
             c_grids.append(cg)
             r_grids.append(rg)
             c_parts.append(cp)
@@ -244,6 +260,7 @@ class LocalScorer:
                     r_grids[k],
                     c_sig[k],
                     r_sig[k],
+                    reasons[k],
                     objective,
                     with_patches,
                     version,
@@ -262,6 +279,7 @@ class LocalScorer:
         rg: TileGrid,
         c_sig: np.ndarray,
         r_sig: np.ndarray,
+        reason: UndeterminedReason | None,
         objective: Objective | None,
         with_patches: bool,
         model_version: str,
@@ -293,6 +311,8 @@ class LocalScorer:
         verdict: Verdict
         if not determined:
             verdict = "undetermined"
+            if reason is None:
+                reason = "low_certainty" if textured_r.any() else "no_texture"
         else:
             verdict = "in_focus" if p_in >= 0.5 else "out_of_focus"
         dz_b = dz_l = None
@@ -330,6 +350,7 @@ class LocalScorer:
             abs_dz_um=dz_b,
             abs_dz_um_from_level=dz_l,
             model_version=model_version,
+            undetermined_reason=reason if verdict == "undetermined" else None,
             classifier_patches=cgrid,
             regressor_patches=rgrid,
         )
@@ -383,6 +404,27 @@ def _regressor_grid(
 ) -> PatchGrid:
     values = {"blur_px": blur, "texture": tex, "astigmatism_px": astig}
     return PatchGrid(rg.ys, rg.xs, rg.size, {k: v.reshape(rg.shape) for k, v in values.items()})
+
+
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    """``value`` as a float in ``[lo, hi]``, else :class:`InvalidInputError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidInputError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not lo <= v <= hi:  # NaN fails too
+        raise InvalidInputError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    return v
+
+
+def _integer(value: Any, name: str, lo: int, hi: int | None) -> int:
+    """``value`` as an int in ``[lo, hi]`` (no upper bound: None), else
+    :class:`InvalidInputError`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise InvalidInputError(f"{name} must be {bound}, got {value!r}")
+    return int(value)
 
 
 def _objective(objective: Any) -> Objective | None:

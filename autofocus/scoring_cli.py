@@ -35,6 +35,7 @@ CSV_COLUMNS = [
     "certainty_weighted",
     "in_focus_probability",
     "verdict",
+    "undetermined_reason",
     "blur_px",
     "textured_fraction",
     "abs_dz_um",
@@ -43,9 +44,10 @@ CSV_COLUMNS = [
 ]
 """One row per image (each page of a TIFF is one). ``axes``: the page's acquisition axes
 as JSON with sorted keys (``{"position": 0, "time": 2, "z": 5}``) when the file belongs to
-a Pycro-Manager dataset, else empty. ``model_version`` names the classifier
-and regressor that scored it (a preset with its own classifier, ``--objective 20X``,
-gets that one)."""
+a Pycro-Manager dataset, else empty. ``undetermined_reason``: why an undetermined image
+got no verdict (:data:`autofocus.score.UndeterminedReason`), else empty.
+``model_version`` names the classifier and regressor that scored it (a preset with its
+own classifier, ``--objective 20X``, gets that one)."""
 
 
 def score_files(
@@ -123,6 +125,7 @@ def _score_one(
             f"{s.certainty_weighted:.4f}",
             f"{s.in_focus_probability:.4f}",
             s.verdict,
+            s.undetermined_reason or "",
             "" if s.blur_px != s.blur_px else f"{s.blur_px:.3f}",
             f"{s.textured_fraction:.3f}",
             "" if s.abs_dz_um is None else f"{s.abs_dz_um:.3f}",

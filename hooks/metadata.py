@@ -8,6 +8,9 @@ key                           value
 ============================  =====================================================
 ``FocusVerdict``              ``"in_focus"``, ``"out_of_focus"`` or ``"undetermined"``
                               (empty background: no verdict)
+``FocusUndeterminedReason``   why an undetermined frame got no verdict:
+                              ``"no_signal"``, ``"blank_field"``, ``"no_texture"``
+                              or ``"low_certainty"`` (undetermined frames only)
 ``FocusLevel``                expected defocus level ``sum_k k p_k`` (0 = in focus,
                               10 = ~30 px of blur), float
 ``FocusLevelClass``           predicted level (median of the distribution), int
@@ -55,6 +58,7 @@ __all__ = [
     "FOCUS_SCORER_VERSION",
     "FOCUS_SCORE_MS",
     "FOCUS_TEXTURED_FRACTION",
+    "FOCUS_UNDETERMINED_REASON",
     "FOCUS_VERDICT",
     "FrameFlags",
     "flags_from_metadata",
@@ -64,6 +68,7 @@ __all__ = [
 ]
 
 FOCUS_VERDICT = "FocusVerdict"
+FOCUS_UNDETERMINED_REASON = "FocusUndeterminedReason"
 FOCUS_LEVEL = "FocusLevel"
 FOCUS_LEVEL_CLASS = "FocusLevelClass"
 FOCUS_CERTAINTY = "FocusCertainty"
@@ -77,6 +82,7 @@ AUTOFOCUS_OFFSET_UM = "AutofocusOffsetUm"
 
 FOCUS_KEYS: tuple[str, ...] = (
     FOCUS_VERDICT,
+    FOCUS_UNDETERMINED_REASON,
     FOCUS_LEVEL,
     FOCUS_LEVEL_CLASS,
     FOCUS_CERTAINTY,
@@ -118,6 +124,8 @@ def score_to_metadata(
         FOCUS_TEXTURED_FRACTION: round(float(score.textured_fraction), 4),
         FOCUS_SCORER_VERSION: str(score.model_version),
     }
+    if v == "undetermined" and score.undetermined_reason is not None:
+        md[FOCUS_UNDETERMINED_REASON] = str(score.undetermined_reason)
     if (b := _num(score.blur_px)) is not None and v != "undetermined":
         md[FOCUS_BLUR_PX] = round(b, 4)
     if (dz := _num(score.abs_dz_um)) is not None and v != "undetermined":
@@ -141,6 +149,7 @@ class FrameFlags:
     abs_dz_um: float | None
     scorer_version: str | None
     autofocus_offset_um: float | None
+    undetermined_reason: str | None = None
 
     @property
     def out_of_focus(self) -> bool:
@@ -175,6 +184,11 @@ def flags_from_metadata(metadata: Mapping[str, Any]) -> FrameFlags | None:
             else str(metadata[FOCUS_SCORER_VERSION])
         ),
         autofocus_offset_um=f(AUTOFOCUS_OFFSET_UM),
+        undetermined_reason=(
+            None
+            if metadata.get(FOCUS_UNDETERMINED_REASON) is None
+            else str(metadata[FOCUS_UNDETERMINED_REASON])
+        ),
     )
 
 

@@ -52,6 +52,8 @@ def test_constant_frames_are_undetermined(scorer: LocalScorer) -> None:
     ):
         s = scorer.score(frame)
         assert s.verdict == "undetermined"
+        assert s.undetermined_reason == "no_signal"
+        assert scorer.blur_score(frame).undetermined_reason == "no_signal"
         assert np.isnan(s.blur_px)
         assert s.textured_fraction == 0.0
         assert s.abs_dz_um is None
@@ -59,6 +61,65 @@ def test_constant_frames_are_undetermined(scorer: LocalScorer) -> None:
         np.testing.assert_allclose(s.probabilities, 1 / 11)
         assert s.certainty_aggregate == pytest.approx(0.0, abs=1e-9)
         assert s.predicted_level == 5
+
+
+def test_undetermined_reasons(tiny_weights: Path) -> None:
+    """Each way to get no verdict is named, in score and blur_score alike; a determined
+    frame has no reason.  Texture and weight thresholds out of reach (the tiny networks
+    never give texture probability 1) force the last two reasons."""
+    frame = textured_frame(3, (256, 256))
+    noise = np.random.default_rng(4).poisson(500, (256, 256)).astype(np.uint16)
+    s = LocalScorer(weights_dir=str(tiny_weights), texture_threshold=0.0, min_weight=0.0)
+    assert s.score(frame).determined and s.score(frame).undetermined_reason is None
+    assert s.blur_score(frame).determined and s.blur_score(frame).undetermined_reason is None
+    assert s.score(noise).undetermined_reason == "blank_field"
+    assert s.blur_score(noise).undetermined_reason == "blank_field"
+    no_tex = LocalScorer(weights_dir=str(tiny_weights), texture_threshold=1.0)
+    assert no_tex.score(frame).undetermined_reason == "no_texture"
+    assert no_tex.blur_score(frame).undetermined_reason == "no_texture"
+    unsure = LocalScorer(weights_dir=str(tiny_weights), texture_threshold=0.0, min_weight=1e9)
+    r = unsure.score(frame)
+    assert r.verdict == "undetermined" and r.undetermined_reason == "low_certainty"
+    assert np.isfinite(r.blur_px) and r.abs_dz_um is None
+    assert unsure.blur_score(frame).undetermined_reason is None  # b is determined
+    # the reason survives the wire format; payloads without it (older servers) read None
+    assert FocusScore.from_dict(r.to_dict()).undetermined_reason == "low_certainty"
+    d = s.score(frame).to_dict()
+    d.pop("undetermined_reason")
+    assert FocusScore.from_dict(d).undetermined_reason is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"texture_threshold": 1.5},
+        {"texture_threshold": float("nan")},
+        {"texture_threshold": "0.5"},
+        {"min_weight": -0.1},
+        {"in_focus_max_level": 11},
+        {"in_focus_max_level": 2.5},
+        {"in_focus_max_level": True},
+        {"batch_size": 0},
+        {"num_threads": 0},
+    ],
+)
+def test_bad_scorer_settings_are_typed_errors(tiny_weights: Path, kwargs: dict) -> None:
+    with pytest.raises(InvalidInputError):
+        LocalScorer(weights_dir=str(tiny_weights), **kwargs)
+
+
+def test_an_undetermined_reason_must_fit_the_score(scorer: LocalScorer) -> None:
+    from dataclasses import replace
+
+    s = scorer.score(np.zeros((100, 100), np.uint16))
+    with pytest.raises(InvalidInputError, match="one of"):
+        replace(s, undetermined_reason="cloudy")
+    with pytest.raises(InvalidInputError, match="determined score"):
+        replace(s, verdict="in_focus")
+    b = scorer.blur_score(textured_frame(5, (256, 256)))
+    if b.determined:
+        with pytest.raises(InvalidInputError, match="determined score"):
+            replace(b, undetermined_reason="no_texture")
 
 
 @pytest.mark.parametrize(

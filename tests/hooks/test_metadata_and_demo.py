@@ -17,7 +17,12 @@ from hooks.demo import DemoOptions, default_drift_spec, flag_precision_recall, r
 from hooks.metadata import FOCUS_KEYS, flags_from_metadata, read_focus_flags, score_to_metadata
 
 
-def _score(verdict: str = "out_of_focus", blur: float = 7.5, dz: float | None = 4.0) -> FocusScore:
+def _score(
+    verdict: str = "out_of_focus",
+    blur: float = 7.5,
+    dz: float | None = 4.0,
+    reason: str | None = None,
+) -> FocusScore:
     p = np.zeros(11)
     p[3] = 1.0
     return FocusScore(
@@ -37,6 +42,7 @@ def _score(verdict: str = "out_of_focus", blur: float = 7.5, dz: float | None = 
         abs_dz_um=dz,
         abs_dz_um_from_level=dz,
         model_version="m1",  # type: ignore[arg-type]
+        undetermined_reason=reason,  # type: ignore[arg-type]
     )
 
 
@@ -49,9 +55,17 @@ def test_score_to_metadata_round_trip_and_json_safe() -> None:
     assert flags.level == pytest.approx(3.2) and flags.abs_dz_um == pytest.approx(4.0)
     assert flags.level_class == 3 and flags.scorer_version == "m1"
     # unknown values are left out, never NaN
-    md = score_to_metadata(_score("undetermined", blur=math.nan, dz=None))
+    assert "FocusUndeterminedReason" not in md and flags.undetermined_reason is None
+    md = score_to_metadata(_score("undetermined", blur=math.nan, dz=None, reason="no_texture"))
     assert "FocusBlurPx" not in md and "FocusAbsDzUm" not in md
+    assert md["FocusUndeterminedReason"] == "no_texture" and set(md) <= set(FOCUS_KEYS)
     json.dumps(md, allow_nan=False)
+    back = flags_from_metadata(md)
+    assert back is not None and back.undetermined_reason == "no_texture"
+    # the hook's own DOF verdict overrides the score's: no reason then
+    assert "FocusUndeterminedReason" not in score_to_metadata(
+        _score("undetermined", blur=math.nan, dz=None, reason="no_texture"), verdict="in_focus"
+    )
     assert flags_from_metadata({"Axes": {}}) is None
     with pytest.raises(InvalidInputError):
         flags_from_metadata({"FocusVerdict": "blurry"})
