@@ -51,6 +51,7 @@ __all__ = [
     "evaluate_invariance",
     "evaluate_labelled_folder",
     "invariance_figures",
+    "per_na_figures",
 ]
 
 ENTROPY_BINS = 16
@@ -74,7 +75,7 @@ def classifier_figures(
     err = np.abs(pred - t)[det]
     err_top = np.abs(top - t)[det]
     out_true = t[det] > in_focus_max
-    out_pred = np.array([s.verdict == "out_of_focus" for s in scores])[det]
+    out_pred = np.array([s.verdict == "out_of_focus" for s in scores], dtype=bool)[det]
     tp = int((out_true & out_pred).sum())
     fp = int((~out_true & out_pred).sum())
     fn = int((out_true & ~out_pred).sum())
@@ -158,11 +159,14 @@ def evaluate_classifier_synthetic(
                 "predicted": s.predicted_level,
                 "verdict": s.verdict,
                 "certainty": s.certainty_aggregate,
+                "na": fs.objective.na,
+                "pixel_size_um": fs.objective.pixel_size_um,
             }
         )
         if progress:
             progress(i + 1, n_images)
     figs = classifier_figures(true, scores)
+    specimens = [r["specimen"] for r in rows]
     per = {}
     for name in sorted({r["specimen"] for r in rows}):
         idx = [k for k, r in enumerate(rows) if r["specimen"] == name]
@@ -178,7 +182,42 @@ def evaluate_classifier_synthetic(
             )
         }
     figs["per_specimen"] = per
+    figs["per_na"] = per_na_figures(
+        true, scores, [r["na"] for r in rows], specimens, HELD_OUT_SPECIMENS
+    )
     return figs, rows
+
+
+NA_BINS = (0.0, 0.4, 0.6, 0.9, 1.6)
+"""Objective NA bins of the per-NA table: dry low power, dry mid power, dry high power,
+immersion."""
+
+
+def per_na_figures(
+    true_cls: Sequence[int],
+    scores: Sequence[FocusScore],
+    na: Sequence[float],
+    specimens: Sequence[str],
+    held_out: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Within-one accuracy per objective NA bin (:data:`NA_BINS`), over all images and
+    split into trained and held-out specimen types (NaN where a bin has no such image):
+    where in the optics the level can be trusted.  Empty bins are left out."""
+    na_arr = np.asarray(na, dtype=float)
+    held = np.array([sp in held_out for sp in specimens], dtype=bool)
+    out = []
+    for lo, hi in itertools.pairwise(NA_BINS):
+        m = (na_arr >= lo) & (na_arr < hi)
+        if not m.any():
+            continue
+        row: dict[str, Any] = {"na": [lo, hi]}
+        for key, sel in (("all", m), ("trained", m & ~held), ("held_out", m & held)):
+            idx = np.flatnonzero(sel)
+            f = classifier_figures([true_cls[k] for k in idx], [scores[k] for k in idx])
+            row[f"n_{key}"] = int(idx.size - f["n_undetermined"])
+            row[f"within_one_{key}"] = f["within_one_accuracy"]
+        out.append(row)
+    return out
 
 
 def evaluate_labelled_folder(scorer: Any, csv_path: Path, objective: Objective | None) -> dict:

@@ -109,6 +109,28 @@ def run_evaluation(
                     ],
                 )
             )
+            if figs.get("per_na"):
+                md.append(
+                    "\nWithin one level per objective NA (determined images; held out: "
+                    "microtubules):\n"
+                )
+                md.append(
+                    markdown_table(
+                        ["NA", "n", "within one", "trained types", "n", "held out", "n"],
+                        [
+                            [
+                                f"{r['na'][0]:.1f}-{r['na'][1]:.1f}",
+                                r["n_all"],
+                                r["within_one_all"],
+                                r["within_one_trained"],
+                                r["n_trained"],
+                                r["within_one_held_out"],
+                                r["n_held_out"],
+                            ]
+                            for r in figs["per_na"]
+                        ],
+                    )
+                )
             md.append("\nCertainty calibration:\n")
             md.append(
                 markdown_table(

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from autofocus.evaluation import classifier_figures, invariance_figures, normalise_curves
+from autofocus.evaluation import (
+    classifier_figures,
+    invariance_figures,
+    normalise_curves,
+    per_na_figures,
+)
 from autofocus.score import FocusScore
 
 
@@ -67,6 +72,26 @@ def test_classifier_figures_hand_computed() -> None:
     assert f["out_of_focus_precision"] == pytest.approx(2 / 3)
     assert f["out_of_focus_recall"] == pytest.approx(1.0)
     assert f["confusion_matrix"][1][3] == 1
+
+
+def test_per_na_figures_hand_computed() -> None:
+    # NA 0.3: two trained images (one 2 levels off) and one held-out (right);
+    # NA 1.4: one held-out image, undetermined; no image in the bins between
+    true = [4, 4, 4, 4]
+    scores = [
+        _score(4, "out_of_focus"),
+        _score(6, "out_of_focus"),
+        _score(5, "out_of_focus"),
+        _score(4, "undetermined"),
+    ]
+    rows = per_na_figures(true, scores, [0.3, 0.3, 0.35, 1.4], ["a", "b", "mt", "mt"], ["mt"])
+    assert [r["na"] for r in rows] == [[0.0, 0.4], [0.9, 1.6]]
+    low, high = rows
+    assert (low["n_all"], low["n_trained"], low["n_held_out"]) == (3, 2, 1)
+    assert low["within_one_all"] == pytest.approx(2 / 3)
+    assert low["within_one_trained"] == pytest.approx(0.5)
+    assert low["within_one_held_out"] == pytest.approx(1.0)
+    assert high["n_all"] == 0 and np.isnan(high["within_one_all"])
 
 
 def test_classifier_figures_report_the_argmax_rule_beside_the_median() -> None:
