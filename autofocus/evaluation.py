@@ -213,7 +213,9 @@ def per_na_figures(
         row: dict[str, Any] = {"na": [lo, hi]}
         for key, sel in (("all", m), ("trained", m & ~held), ("held_out", m & held)):
             idx = np.flatnonzero(sel)
-            f = classifier_figures([true_cls[k] for k in idx], [scores[k] for k in idx])
+            f = classifier_figures(
+                [true_cls[k] for k in idx.tolist()], [scores[k] for k in idx.tolist()]
+            )
             row[f"n_{key}"] = int(idx.size - f["n_undetermined"])
             row[f"within_one_{key}"] = f["within_one_accuracy"]
         out.append(row)

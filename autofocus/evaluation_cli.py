@@ -15,6 +15,7 @@ from autofocus.evaluation import (
     write_reports,
 )
 from autofocus.reporting import markdown_table
+from autofocus.training.data import HELD_OUT_SPECIMENS
 
 __all__ = ["run_evaluation"]
 
@@ -93,7 +94,8 @@ def run_evaluation(
                 "in_out_f1",
             ]
             md.append(markdown_table(["figure", "value"], [[k, figs[k]] for k in keys]))
-            md.append("\nPer specimen (held out from training: microtubules):\n")
+            held = ", ".join(HELD_OUT_SPECIMENS)
+            md.append(f"\nPer specimen (held out from training: {held}):\n")
             md.append(
                 markdown_table(
                     ["specimen", "n", "within one", "exact", "F1 in/out"],
@@ -111,8 +113,7 @@ def run_evaluation(
             )
             if figs.get("per_na"):
                 md.append(
-                    "\nWithin one level per objective NA (determined images; held out: "
-                    "microtubules):\n"
+                    f"\nWithin one level per objective NA (determined images; held out: {held}):\n"
                 )
                 md.append(
                     markdown_table(

@@ -7,8 +7,8 @@ only, and the remote scorer returns the same types.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from autofocus.errors import InvalidInputError
 from autofocus.optics import Objective
 
 __all__ = [
+    "BLUR_UNDETERMINED_REASONS",
     "UNDETERMINED_REASONS",
     "BlurScore",
     "FocusScore",
@@ -31,7 +32,7 @@ Verdict = Literal["in_focus", "out_of_focus", "undetermined"]
 UndeterminedReason = Literal["no_signal", "blank_field", "no_texture", "low_certainty"]
 """Why a frame got no verdict (the first that applies, in this order):
 
-* ``no_signal``: every patch is constant (an all-zero, constant or saturated frame);
+* ``no_signal``: the frame is constant (all zero, uniform, or saturated everywhere);
 * ``blank_field``: illumination and noise only (:func:`autofocus.blank.is_blank_field`:
   an empty field, vignetted or ramped light, a dark frame with hot pixels);
 * ``no_texture``: the regressor finds texture in no patch (a specimen too faint or too
@@ -40,7 +41,9 @@ UndeterminedReason = Literal["no_signal", "blank_field", "no_texture", "low_cert
   their summed weight is negligible (``LocalScorer(min_weight=...)``; b is still given).
 """
 
-UNDETERMINED_REASONS: tuple[str, ...] = ("no_signal", "blank_field", "no_texture", "low_certainty")
+UNDETERMINED_REASONS: tuple[str, ...] = get_args(UndeterminedReason)
+BLUR_UNDETERMINED_REASONS: tuple[str, ...] = ("no_signal", "blank_field", "no_texture")
+"""The reasons a :class:`BlurScore` can have (``low_certainty`` is the classifier's)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,12 @@ class FocusScore:
     :func:`measure_blur` for the search; not sent over the wire."""
 
     def __post_init__(self) -> None:
-        _check_reason(self.undetermined_reason, self.verdict == "undetermined", "verdict")
+        _check_reason(
+            self.undetermined_reason,
+            self.verdict == "undetermined",
+            "verdict",
+            UNDETERMINED_REASONS,
+        )
 
     @property
     def determined(self) -> bool:
@@ -136,6 +144,8 @@ class FocusScore:
                 if with_patches and v is not None:
                     d[k] = v.to_dict()
                 continue
+            if k == "undetermined_reason" and v is None:
+                continue  # sent only with a reason: determined replies stay as they were
             if isinstance(v, np.ndarray):
                 d[k] = v.tolist()
             elif isinstance(v, float) and not np.isfinite(v):
@@ -146,7 +156,13 @@ class FocusScore:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FocusScore:
-        kw = dict(d)
+        """The inverse of :meth:`to_dict`.  Tolerant of other versions: keys this class
+        does not know (fields a newer server added) are ignored, and a reason it does
+        not know reads as None."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if kw.get("undetermined_reason") not in UNDETERMINED_REASONS:
+            kw["undetermined_reason"] = None
         kw["probabilities"] = np.asarray(kw["probabilities"], dtype=np.float64)
         for k in ("blur_px", "blur_spread_px", "astigmatism_px"):
             kw[k] = float("nan") if kw.get(k) is None else float(kw[k])
@@ -174,20 +190,27 @@ class BlurScore:
     contrast_signature: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_reason(self.undetermined_reason, not np.isfinite(self.blur_px), "blur_px")
+        _check_reason(
+            self.undetermined_reason,
+            not np.isfinite(self.blur_px),
+            "blur_px",
+            BLUR_UNDETERMINED_REASONS,
+        )
 
     @property
     def determined(self) -> bool:
         return bool(np.isfinite(self.blur_px))
 
 
-def _check_reason(reason: str | None, undetermined: bool, what: str) -> None:
-    """A reason is one of :data:`UNDETERMINED_REASONS`, and only on an undetermined score."""
+def _check_reason(
+    reason: str | None, undetermined: bool, what: str, allowed: tuple[str, ...]
+) -> None:
+    """A reason is one of ``allowed``, and only on an undetermined score."""
     if reason is None:
         return
-    if reason not in UNDETERMINED_REASONS:
+    if reason not in allowed:
         raise InvalidInputError(
-            f"undetermined_reason must be one of {UNDETERMINED_REASONS} or None, got {reason!r}"
+            f"undetermined_reason must be one of {allowed} or None, got {reason!r}"
         )
     if not undetermined:
         raise InvalidInputError(

@@ -200,9 +200,11 @@ class LocalScorer:
         self, frame: np.ndarray, sig: np.ndarray
     ) -> tuple[np.ndarray, UndeterminedReason | None]:
         """The regressor patches with signal (``sig``; none when ``frame`` is a blank
-        field), and the reason when none has: ``no_signal`` or ``blank_field``."""
+        field), and the reason when none has: ``no_signal`` (a constant frame) or
+        ``blank_field``.  Constant patches in a frame that is not constant (a step
+        on a tile seam) get no reason here; the score calls them ``no_texture``."""
         if not sig.any():
-            return sig, "no_signal"
+            return sig, "no_signal" if float(frame.min()) == float(frame.max()) else None
         if self.detect_blank_fields and is_blank_field(frame):
             return np.zeros_like(sig), "blank_field"
         return sig, None

@@ -219,14 +219,21 @@ def test_score_gives_every_page_of_a_stack_its_own_row(tmp_path: Path) -> None:
     assert main([*sim, "--size", "256", "--output", str(stack)]) == 0
     single = tmp_path / "one.tif"
     tifffile.imwrite(single, tifffile.imread(stack)[2])
+    dark = tmp_path / "dark.tif"
+    tifffile.imwrite(dark, np.zeros((128, 128), np.uint16))
     out, ov = tmp_path / "s.csv", tmp_path / "ov"
-    argv = ["score", str(stack), str(single), "--csv", str(out), "--overlays", str(ov)]
-    assert main([*argv, "--objective", "20X"]) == 0
+    argv = ["score", str(stack), str(single), str(dark), "--csv", str(out)]
+    assert main([*argv, "--overlays", str(ov), "--objective", "20X"]) == 0
     rows = [dict(zip(CSV_COLUMNS, r, strict=True)) for r in list(csv.reader(out.open()))[1:]]
     assert [(Path(r["file"]).name, int(r["page"])) for r in rows] == [
         *[("st.ome.tif", k) for k in range(5)],
         ("one.tif", 0),
+        ("dark.tif", 0),
     ]
+    # why an image got no verdict; empty for the others
+    assert (rows[6]["verdict"], rows[6]["undetermined_reason"]) == ("undetermined", "no_signal")
+    assert all(r["undetermined_reason"] == "" for r in rows[:6])
+    rows = rows[:6]
     assert all(r["axes"] == "" for r in rows)  # not a Pycro-Manager dataset
     # the stack runs -z..+z through focus: the middle page is the sharpest
     levels = [int(r["predicted_level"]) for r in rows[:5]]
@@ -237,7 +244,9 @@ def test_score_gives_every_page_of_a_stack_its_own_row(tmp_path: Path) -> None:
     # the middle page written alone scores as it did inside the stack
     assert rows[5]["blur_px"] == rows[2]["blur_px"]
     pages = [f"st.ome_p{k:04d}_overlay.png" for k in range(5)]
-    assert sorted(p.name for p in ov.iterdir()) == sorted(["one_overlay.png", *pages])
+    assert sorted(p.name for p in ov.iterdir()) == sorted(
+        ["one_overlay.png", "dark_overlay.png", *pages]
+    )
 
 
 def test_unreadable_images_are_one_line_errors(tmp_path: Path, capsys) -> None:

@@ -84,7 +84,7 @@ def test_undetermined_reasons(tiny_weights: Path) -> None:
     assert unsure.blur_score(frame).undetermined_reason is None  # b is determined
     # the reason survives the wire format; payloads without it (older servers) read None
     assert FocusScore.from_dict(r.to_dict()).undetermined_reason == "low_certainty"
-    d = s.score(frame).to_dict()
+    d = r.to_dict()
     d.pop("undetermined_reason")
     assert FocusScore.from_dict(d).undetermined_reason is None
 
@@ -117,9 +117,33 @@ def test_an_undetermined_reason_must_fit_the_score(scorer: LocalScorer) -> None:
     with pytest.raises(InvalidInputError, match="determined score"):
         replace(s, verdict="in_focus")
     b = scorer.blur_score(textured_frame(5, (256, 256)))
-    if b.determined:
-        with pytest.raises(InvalidInputError, match="determined score"):
-            replace(b, undetermined_reason="no_texture")
+    assert b.determined
+    with pytest.raises(InvalidInputError, match="determined score"):
+        replace(b, undetermined_reason="no_texture")
+    # low_certainty is the classifier's: a blur score cannot have it
+    with pytest.raises(InvalidInputError, match="one of"):
+        replace(b, blur_px=float("nan"), undetermined_reason="low_certainty")
+
+
+def test_no_signal_is_a_constant_frame_only(scorer: LocalScorer) -> None:
+    """A step between two constant halves on the regressor's tile seam leaves every
+    regressor patch constant, but the frame has structure: no texture, not no signal."""
+    step = np.zeros((256, 256), np.uint16)
+    step[:, 128:] = 1000
+    assert scorer.score(step).undetermined_reason == "no_texture"
+    assert scorer.blur_score(step).undetermined_reason == "no_texture"
+
+
+def test_reason_on_the_wire_across_versions(scorer: LocalScorer) -> None:
+    """Sent only when there is one (a determined reply is as before); a reply from a
+    newer server with fields or reasons this client does not know still reads."""
+    det = scorer.score(textured_frame(6, (256, 256)))
+    assert "undetermined_reason" not in det.to_dict()
+    und = scorer.score(np.zeros((128, 128), np.uint16)).to_dict()
+    assert und["undetermined_reason"] == "no_signal"
+    newer = {**und, "undetermined_reason": "too_dim", "some_new_field": 3}
+    back = FocusScore.from_dict(newer)
+    assert back.verdict == "undetermined" and back.undetermined_reason is None
 
 
 @pytest.mark.parametrize(

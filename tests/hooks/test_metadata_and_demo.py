@@ -54,7 +54,7 @@ def test_score_to_metadata_round_trip_and_json_safe() -> None:
     assert flags is not None and flags.out_of_focus and flags.axes == {"time": 2}
     assert flags.level == pytest.approx(3.2) and flags.abs_dz_um == pytest.approx(4.0)
     assert flags.level_class == 3 and flags.scorer_version == "m1"
-    # unknown values are left out, never NaN
+    # a determined frame has no reason; unknown values are left out, never NaN
     assert "FocusUndeterminedReason" not in md and flags.undetermined_reason is None
     md = score_to_metadata(_score("undetermined", blur=math.nan, dz=None, reason="no_texture"))
     assert "FocusBlurPx" not in md and "FocusAbsDzUm" not in md
