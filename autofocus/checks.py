@@ -7,7 +7,7 @@ from typing import Any
 
 from autofocus.errors import InvalidInputError
 
-__all__ = ["finite_float"]
+__all__ = ["bounded_int", "finite_float"]
 
 
 def finite_float(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
@@ -26,3 +26,16 @@ def finite_float(value: Any, name: str, *, positive: bool = False, nonneg: bool 
     if nonneg and v < 0:
         raise InvalidInputError(f"{name} must be >= 0, got {value!r}")
     return v
+
+
+def bounded_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
+    """``value`` if it is an integer in ``[lo, hi]`` (``hi`` None: no upper bound), else
+    :class:`InvalidInputError` naming ``name``.  Booleans and floats are refused."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise InvalidInputError(f"{name} must be {bound}, got {value!r}")
+    return int(value)

@@ -117,7 +117,15 @@ def run_evaluation(
                 )
                 md.append(
                     markdown_table(
-                        ["NA", "n", "within one", "trained types", "n", "held out", "n"],
+                        [
+                            "NA",
+                            "n",
+                            "within one",
+                            "trained types",
+                            "n trained",
+                            "held out",
+                            "n held out",
+                        ],
                         [
                             [
                                 f"{r['na'][0]:.1f}-{r['na'][1]:.1f}",

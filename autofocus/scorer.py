@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from autofocus.blank import is_blank_field
+from autofocus.checks import bounded_int, finite_float
 from autofocus.errors import InvalidFrameError, InvalidInputError
 from autofocus.optics import (
     IN_FOCUS_MAX_LEVEL,
@@ -74,13 +75,15 @@ class LocalScorer:
         detect_blank_fields: bool = True,
     ) -> None:
         # settings first: a typo fails at once, before any model is loaded
-        self.texture_threshold = _number(texture_threshold, "texture_threshold", 0.0, 1.0)
-        self.in_focus_max_level = _integer(
+        self.texture_threshold = finite_float(texture_threshold, "texture_threshold", nonneg=True)
+        if self.texture_threshold > 1:
+            raise InvalidInputError(f"texture_threshold must be <= 1, got {texture_threshold!r}")
+        self.in_focus_max_level = bounded_int(
             in_focus_max_level, "in_focus_max_level", 0, N_LEVELS - 1
         )
-        self.min_weight = _number(min_weight, "min_weight", 0.0, math.inf)
-        self.batch_size = _integer(batch_size, "batch_size", 1, None)
-        threads = None if num_threads is None else _integer(num_threads, "num_threads", 1, None)
+        self.min_weight = finite_float(min_weight, "min_weight", nonneg=True)
+        self.batch_size = bounded_int(batch_size, "batch_size", 1)
+        threads = None if num_threads is None else bounded_int(num_threads, "num_threads", 1)
         import torch
 
         from autofocus.models import fuse_for_inference
@@ -406,27 +409,6 @@ def _regressor_grid(
 ) -> PatchGrid:
     values = {"blur_px": blur, "texture": tex, "astigmatism_px": astig}
     return PatchGrid(rg.ys, rg.xs, rg.size, {k: v.reshape(rg.shape) for k, v in values.items()})
-
-
-def _number(value: Any, name: str, lo: float, hi: float) -> float:
-    """``value`` as a float in ``[lo, hi]``, else :class:`InvalidInputError`."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise InvalidInputError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not lo <= v <= hi:  # NaN fails too
-        raise InvalidInputError(f"{name} must be in [{lo}, {hi}], got {value!r}")
-    return v
-
-
-def _integer(value: Any, name: str, lo: int, hi: int | None) -> int:
-    """``value`` as an int in ``[lo, hi]`` (no upper bound: None), else
-    :class:`InvalidInputError`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise InvalidInputError(f"{name} must be {bound}, got {value!r}")
-    return int(value)
 
 
 def _objective(objective: Any) -> Objective | None:

@@ -94,7 +94,8 @@ def test_undetermined_reasons(tiny_weights: Path) -> None:
     [
         {"texture_threshold": 1.5},
         {"texture_threshold": float("nan")},
-        {"texture_threshold": "0.5"},
+        {"texture_threshold": "half"},
+        {"min_weight": float("inf")},
         {"min_weight": -0.1},
         {"in_focus_max_level": 11},
         {"in_focus_max_level": 2.5},
