@@ -244,6 +244,20 @@ def train(
             "of the objective's drawn from lo,hi (e.g. 0.6,0.8) [a point source]"
         ),
     ] = None,
+    soft_levels: Annotated[
+        bool,
+        typer.Option(
+            help="classifier: split each target between the two classes around the "
+            "field's continuous level [off: the nearest class]"
+        ),
+    ] = False,
+    optics_input: Annotated[
+        bool,
+        typer.Option(
+            help="classifier: tell the head the frame's optics (spot size in px, NA), "
+            "hidden from 20 % of training patches [off]"
+        ),
+    ] = False,
 ) -> None:
     """Train a focus model on simulator data and write its weights and model card."""
     from dataclasses import replace
@@ -271,6 +285,8 @@ def train(
         "blur_ray": blur_ray,
         "objective": objective,
         "condenser_fill": _fill_range(condenser_fill),
+        "soft_levels": soft_levels or None,
+        "optics_input": optics_input or None,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

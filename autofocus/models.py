@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from autofocus.optics import N_LEVELS
+from autofocus.optics import N_LEVELS, Objective
 
 __all__ = [
     "CLASSIFIER_PATCH",
+    "N_OPTICS_FEATURES",
     "REGRESSOR_OUTPUTS",
     "REGRESSOR_PATCH",
     "DefocusClassifier",
@@ -31,6 +32,7 @@ __all__ = [
     "certainty",
     "fuse_for_inference",
     "median_level",
+    "optics_features",
     "rps_loss",
 ]
 
@@ -146,25 +148,42 @@ class _PatchNet(nn.Module):
         hidden: int,
         depths: tuple[int, ...] | None,
         spectral_bins: int,
+        optics_features: int = 0,
     ) -> None:
         super().__init__()
+        if optics_features not in (0, N_OPTICS_FEATURES):
+            raise ValueError(f"optics_features must be 0 or {N_OPTICS_FEATURES}")
         self.widths = tuple(widths)
         self.spectral_bins = int(spectral_bins)
+        self.optics_features = int(optics_features)
         self.trunk = _Trunk(self.widths, depths)
         self.depths = self.trunk.depths
         self.spectrum = _spectral_branch(patch, spectral_bins) if spectral_bins else None
         n_features = self.trunk.out_features + (2 * spectral_bins if spectral_bins else 0)
-        self.head = _head(n_features, hidden, n_outputs)
+        self.head = _head(n_features + self.optics_features, hidden, n_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, optics: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (B, 1, s, s) normalised patches; ``optics`` (B, :data:`N_OPTICS_FEATURES`)
+        rows of :func:`optics_features` for a model built with them (None: unknown
+        optics, zeros); a model built without them refuses it."""
         h = self.trunk(x)
         if self.spectrum is not None:
             h = torch.cat([h, self.spectrum(x)], dim=1)
+        if self.optics_features:
+            if optics is None:
+                optics = h.new_zeros((h.shape[0], self.optics_features))
+            h = torch.cat([h, optics.to(h.dtype)], dim=1)
+        elif optics is not None:
+            raise ValueError("this model was built without optics features")
         return self.head(h)
 
 
 class DefocusClassifier(_PatchNet):
-    """84x84 normalised patch -> logits over the 11 ordered defocus levels."""
+    """84x84 normalised patch -> logits over the 11 ordered defocus levels.
+
+    ``optics_features=N_OPTICS_FEATURES`` also feeds the head the frame's optics
+    (:func:`optics_features`; zeros when they are not known).
+    """
 
     def __init__(
         self,
@@ -172,8 +191,11 @@ class DefocusClassifier(_PatchNet):
         hidden: int = 96,
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
+        optics_features: int = 0,
     ) -> None:
-        super().__init__(CLASSIFIER_PATCH, N_LEVELS, widths, hidden, depths, spectral_bins)
+        super().__init__(
+            CLASSIFIER_PATCH, N_LEVELS, widths, hidden, depths, spectral_bins, optics_features
+        )
 
 
 class ZernikeRegressor(_PatchNet):
@@ -216,6 +238,26 @@ class YangNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+N_OPTICS_FEATURES = 4
+
+
+def optics_features(objective: Objective | None) -> np.ndarray:
+    """What a classifier built with optics features is told of the frame's objective.
+
+    ``[known, ln(spot px), NA, NA / n]`` with the spot ``lambda / (2 NA)`` in camera pixels
+    (the in-focus resolution in pixels; the training draws it from 0.7 to 2 px), float32;
+    all zeros when the objective is unknown (the training shows 20 % of its patches
+    that way, so the model also works without it).
+    """
+    if objective is None:
+        return np.zeros(N_OPTICS_FEATURES, np.float32)
+    spot_px = objective.wavelength_um / (2 * objective.na) / objective.pixel_size_um
+    return np.array(
+        [1.0, math.log(spot_px), objective.na, objective.na / objective.immersion_index],
+        np.float32,
+    )
 
 
 def fuse_for_inference(net: nn.Module) -> nn.Module:

@@ -5,7 +5,9 @@ pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
 normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
 networks in batches under ``torch.inference_mode`` -> aggregate.  Frames taken
 with an objective preset that has its own classifier (``classifier-<preset>``, trained
-for that objective's optics only) are scored by it; all others by the general one.
+for that objective's optics only) are scored by it; all others by the general one,
+which, when its card says it was built with optics features, is told the objective's
+(:func:`autofocus.models.optics_features`; zeros when no objective is given).
 
 Aggregation
 -----------
@@ -147,14 +149,21 @@ class LocalScorer:
         CPU convolutions are 25-40 % faster here (same outputs to float32 rounding)."""
         return net.to(self._device).to(memory_format=self._torch.channels_last)
 
-    def _run(self, net: Any, x: np.ndarray) -> np.ndarray:
+    def _run(self, net: Any, x: np.ndarray, optics: np.ndarray | None = None) -> np.ndarray:
+        """``net`` on patches ``x`` in batches; ``optics``: one row of optics features
+        (:func:`autofocus.models.optics_features`) for every patch, given to a net built
+        to take them."""
         torch = self._torch
         outs = []
         with self._lock, torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
                 t = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
                 t = t[:, None].to(self._device).contiguous(memory_format=torch.channels_last)
-                outs.append(net(t).float().cpu().numpy())
+                if optics is None:
+                    outs.append(net(t).float().cpu().numpy())
+                else:
+                    o = torch.from_numpy(optics[i : i + self.batch_size]).to(self._device)
+                    outs.append(net(t, o).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
     # ---- public API ------------------------------------------------------------
@@ -251,7 +260,13 @@ class LocalScorer:
             r_parts.append(rp)
             c_sig.append(cs)
             r_sig.append(rs)
-        logits = self._run(net, _joined(c_parts))
+        optics = None
+        if getattr(net, "optics_features", 0):
+            from autofocus.models import optics_features
+
+            n_patches = sum(p.shape[0] for p in c_parts)
+            optics = np.tile(optics_features(objective), (n_patches, 1))
+        logits = self._run(net, _joined(c_parts), optics)
         reg_out = self._run(self._reg, _joined(r_parts))
         results = []
         ci = ri = 0

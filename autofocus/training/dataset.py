@@ -34,6 +34,7 @@ class PatchSet:
     specimen: np.ndarray  # (N,) str
     field: np.ndarray  # (N,) int field index
     pixel_size_um: np.ndarray  # (N,)
+    optics: np.ndarray  # (N, N_OPTICS_FEATURES) autofocus.models.optics_features
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -42,10 +43,13 @@ class PatchSet:
 def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
     start, count, seed, cfg, patch = args
     rows: dict[str, list] = {f: [] for f in PatchSet.__dataclass_fields__}
+    from autofocus.models import optics_features
+
     grid = TileGrid.for_shape((cfg.field_px, cfg.field_px), patch)
     for k, fs in enumerate(_fields_range(start, count, seed, cfg)):
         raw = extract_patches(fs.frame, grid)
         exp = extract_patches(fs.expected_e, grid)
+        optics = optics_features(fs.objective)
         for j in range(raw.shape[0]):
             rows["patches"].append(raw[j])
             rows["level"].append(fs.level)
@@ -56,6 +60,7 @@ def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
             rows["specimen"].append(fs.specimen)
             rows["field"].append(start + k)
             rows["pixel_size_um"].append(fs.objective.pixel_size_um)
+            rows["optics"].append(optics)
     return PatchSet(
         patches=np.stack(rows["patches"]).astype(np.uint16),
         level=np.asarray(rows["level"], np.float32),
@@ -66,6 +71,7 @@ def _build_chunk(args: tuple[int, int, int, DomainConfig, int]) -> PatchSet:
         specimen=np.asarray(rows["specimen"]),
         field=np.asarray(rows["field"], np.int64),
         pixel_size_um=np.asarray(rows["pixel_size_um"], np.float32),
+        optics=np.asarray(rows["optics"], np.float32).reshape(len(rows["level"]), -1),
     )
 
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Recipe", "train"]
 
 MODEL_VERSION = "1.0"
+OPTICS_HIDDEN_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ class Recipe:
     condenser_fill: tuple[float, float] | None = None
     """Brightfield fields under Koehler illumination, condenser NA = fill x NA with fill
     uniform in this range; None: a point source (see ``DomainConfig.condenser_fill``)."""
+    soft_levels: bool = False
+    """Classifier only: the target of a textured patch splits between the two classes
+    around its continuous level (level 6.3: 0.7 on class 6, 0.3 on class 7; the median
+    is still the nearest class) instead of all on the nearest class, so fields either
+    side of a class boundary get close targets."""
+    optics_input: bool = False
+    """Classifier only: the head is also told the frame's optics
+    (:func:`autofocus.models.optics_features`); each training batch hides them (zeros)
+    from ``OPTICS_HIDDEN_FRACTION`` of its patches, so the model also works without."""
     objective: str | None = None
     """Classifier only: an objective preset's name.  Every training and held-out field is
     seen through that objective, and the model is written as ``classifier-<name>`` for
@@ -111,14 +121,24 @@ def _uniform_target(n: int, k: int) -> np.ndarray:
     return np.full((n, k), 1.0 / k, dtype=np.float32)
 
 
-def _targets_classifier(ps: PatchSet, idx: np.ndarray) -> np.ndarray:
-    """One-hot level for textured patches, uniform for empty ones (teaches low certainty)."""
+def _targets_classifier(ps: PatchSet, idx: np.ndarray, soft: bool = False) -> np.ndarray:
+    """One-hot level for textured patches (``soft``: split between the two classes around
+    the continuous level, see ``Recipe.soft_levels``), uniform for empty ones (teaches
+    low certainty)."""
     from autofocus.optics import N_LEVELS
 
     t = _uniform_target(idx.size, N_LEVELS)
     tex = ps.texture[idx]
+    rows = np.flatnonzero(tex)
     t[tex] = 0.0
-    t[np.flatnonzero(tex), ps.cls[idx][tex]] = 1.0
+    if not soft:
+        t[rows, ps.cls[idx][tex]] = 1.0
+        return t
+    level = np.clip(ps.level[idx][tex].astype(np.float64), 0.0, N_LEVELS - 1)
+    lo = np.minimum(np.floor(level).astype(np.int64), N_LEVELS - 2)
+    frac = (level - lo).astype(np.float32)
+    t[rows, lo] = 1.0 - frac
+    t[rows, lo + 1] += frac
     return t
 
 
@@ -128,6 +148,7 @@ def _make_model(
     hidden: int | None = None,
     depths: tuple[int, ...] | None = None,
     spectral_bins: int = 0,
+    optics_input: bool = False,
 ):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
@@ -140,6 +161,10 @@ def _make_model(
         kwargs["hidden"] = hidden
     if spectral_bins:
         kwargs["spectral_bins"] = spectral_bins
+    if optics_input:
+        from autofocus.models import N_OPTICS_FEATURES
+
+        kwargs["optics_features"] = N_OPTICS_FEATURES
     return DefocusClassifier(**kwargs) if kind == "classifier" else ZernikeRegressor(**kwargs)
 
 
@@ -162,7 +187,16 @@ def _loss(kind: str, out, batch: dict[str, Any]):
     return loss_b + 0.1 * loss_a + loss_t
 
 
-def _batches(ps: PatchSet, kind: str, bs: int, rng: np.random.Generator, augment: bool):
+def _batches(
+    ps: PatchSet,
+    kind: str,
+    bs: int,
+    rng: np.random.Generator,
+    augment: bool,
+    *,
+    soft: bool = False,
+    optics: bool = False,
+):
     import torch
 
     order = rng.permutation(len(ps))
@@ -174,7 +208,11 @@ def _batches(ps: PatchSet, kind: str, bs: int, rng: np.random.Generator, augment
             x, aberr = _augment(x, aberr, rng)
         b: dict[str, Any] = {"x": torch.from_numpy(x)[:, None]}
         if kind == "classifier":
-            b["target"] = torch.from_numpy(_targets_classifier(ps, idx))
+            b["target"] = torch.from_numpy(_targets_classifier(ps, idx, soft))
+            if optics:
+                o = ps.optics[idx].copy()
+                o[rng.random(idx.size) < OPTICS_HIDDEN_FRACTION] = 0.0
+                b["optics"] = torch.from_numpy(o)
         else:
             b["texture"] = torch.from_numpy(ps.texture[idx].astype(np.float32))
             b["blur"] = torch.from_numpy(ps.blur_px[idx])
@@ -182,7 +220,9 @@ def _batches(ps: PatchSet, kind: str, bs: int, rng: np.random.Generator, augment
         yield b
 
 
-def predict(model, patches: np.ndarray, bs: int = 512) -> np.ndarray:
+def predict(model, patches: np.ndarray, bs: int = 512, optics: np.ndarray | None = None):
+    """Raw outputs for raw patches (``optics``: rows of optics features, for a model
+    built with them)."""
     import torch
 
     outs = []
@@ -190,13 +230,15 @@ def predict(model, patches: np.ndarray, bs: int = 512) -> np.ndarray:
     with torch.inference_mode():
         for s in range(0, patches.shape[0], bs):
             x, _ = normalise_patches(patches[s : s + bs], exact=True)
-            outs.append(model(torch.from_numpy(x)[:, None]).numpy())
+            o = None if optics is None else torch.from_numpy(optics[s : s + bs])
+            outs.append(model(torch.from_numpy(x)[:, None], o).numpy())
     return np.concatenate(outs)
 
 
 def evaluate_patches(kind: str, model, ps: PatchSet) -> dict[str, Any]:
     """Patch-level figures on a held-out set (textured patches; per specimen too)."""
-    out = predict(model, ps.patches)
+    optics = ps.optics if getattr(model, "optics_features", 0) else None
+    out = predict(model, ps.patches, optics=optics)
     res: dict[str, Any] = {"n_patches": len(ps), "n_textured": int(ps.texture.sum())}
     tex = ps.texture
     if kind == "classifier":
@@ -289,6 +331,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         n_blocks = len(recipe.widths or _make_model(kind).widths) - 1
         if len(recipe.depths) != n_blocks or any(int(d) < 1 for d in recipe.depths):
             raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
+    if (recipe.soft_levels or recipe.optics_input) and kind != "classifier":
+        raise InvalidInputError("soft_levels and optics_input apply to the classifier only")
     if recipe.spectral_bins and not 2 <= recipe.spectral_bins <= patch // 2:
         raise InvalidInputError(f"spectral_bins must be 0 or 2..{patch // 2}")
     check_writable(out_dir, "dir")
@@ -305,7 +349,9 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     t_data = time.time() - t0
     log.info("rendered %d train / %d eval patches in %.0f s", len(train_set), len(eval_set), t_data)
 
-    model = _make_model(kind, recipe.widths, recipe.hidden, recipe.depths, recipe.spectral_bins)
+    model = _make_model(
+        kind, recipe.widths, recipe.hidden, recipe.depths, recipe.spectral_bins, recipe.optics_input
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -316,8 +362,17 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     for epoch in range(recipe.epochs):
         model.train()
         tot, n = 0.0, 0
-        for b in _batches(train_set, kind, recipe.batch_size, rng, augment=True):
-            out = model(b["x"])
+        batches = _batches(
+            train_set,
+            kind,
+            recipe.batch_size,
+            rng,
+            augment=True,
+            soft=recipe.soft_levels,
+            optics=recipe.optics_input,
+        )
+        for b in batches:
+            out = model(b["x"], b.get("optics"))
             loss = _loss(kind, out, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -347,6 +402,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     arch["depths"] = list(model.depths)
     if model.spectral_bins:
         arch["spectral_bins"] = model.spectral_bins
+    if model.optics_features:
+        arch["optics_features"] = model.optics_features
     from autofocus.models import REGRESSOR_OUTPUTS
     from autofocus.optics import N_LEVELS
 

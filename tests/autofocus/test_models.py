@@ -100,3 +100,38 @@ def test_batchnorm_folding_keeps_the_shipped_outputs(name: str) -> None:
     # the cached, shipped network is left as it was
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_optics_features_describe_the_objective_or_are_zero() -> None:
+    import math
+
+    from autofocus.models import N_OPTICS_FEATURES, optics_features
+    from autofocus.optics import get_objective
+
+    assert optics_features(None).tolist() == [0.0] * N_OPTICS_FEATURES
+    obj = get_objective("10x-0.3-air")
+    f = optics_features(obj)
+    spot_px = obj.wavelength_um / (2 * obj.na) / obj.pixel_size_um
+    assert f.dtype == np.float32
+    np.testing.assert_allclose(f, [1.0, math.log(spot_px), 0.3, 0.3], rtol=1e-6)
+    oil = optics_features(get_objective("60x-1.4-oil"))
+    assert oil[3] == pytest.approx(1.4 / 1.515, rel=1e-6)
+
+
+def test_a_classifier_with_optics_reads_none_as_unknown() -> None:
+    from autofocus.models import DefocusClassifier, fuse_for_inference
+
+    torch.manual_seed(0)
+    net = DefocusClassifier(widths=(8, 16), hidden=8, optics_features=4).eval()
+    x = torch.randn(3, 1, 84, 84)
+    zeros = torch.zeros(3, 4)
+    with torch.inference_mode():
+        assert torch.equal(net(x), net(x, zeros))
+        told = net(x, torch.tensor([[1.0, 0.3, 0.5, 0.5]] * 3))
+        assert not torch.allclose(told, net(x))
+        fused = fuse_for_inference(net)
+        torch.testing.assert_close(fused(x, zeros), net(x, zeros), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        DefocusClassifier(optics_features=3)
+    with pytest.raises(ValueError):
+        DefocusClassifier(widths=(8, 16))(x, zeros)
