@@ -95,7 +95,7 @@ def _series(specimen: str, objective: str, levels: np.ndarray, seed: int = 11):
     )
 
 
-@pytest.mark.parametrize("classifier", ["20X", "general"])
+@pytest.mark.parametrize("classifier", ["20X", "general", "general told the optics"])
 @pytest.mark.parametrize(
     ("specimen", "trained_on"),
     [("nuclei", True), ("calibration_slide", True), ("microtubules", False)],
@@ -107,10 +107,16 @@ def test_level_ordering_through_focus(
     training they are also within a level of the truth.  Microtubules are held out of
     training and read about 1.5 levels too blurry at focus (reported, not hidden).
     Checked with the 20X preset's own classifier and with the general one (a frame
-    whose objective the scorer is not told)."""
+    whose objective the scorer is not told, or told as a custom objective with the
+    20X optics: no preset, so the general classifier, given the optics)."""
     levels = np.arange(0, 11, 2.0)
     obj, series = _series(specimen, "20X", levels)
-    scores = scorer.score_batch(list(series.frames), obj if classifier == "20X" else None)
+    told = {
+        "20X": obj,
+        "general": None,
+        "general told the optics": obj.model_copy(update={"name": "my-20x"}),
+    }[classifier]
+    scores = scorer.score_batch(list(series.frames), told)
     assert scores[0].model_version.startswith(
         "classifier-1.0-" + load_card("classifier", objective=obj.name).sha256[:12]
         if classifier == "20X"
