@@ -374,6 +374,13 @@ def evaluate(
             "of the objective's drawn from lo,hi; none: a point source"
         ),
     ] = "0.6,0.8",
+    untold: Annotated[
+        bool,
+        typer.Option(
+            help="score the held-out synthetic images without telling the scorer their "
+            "objective (the general classifier gets no optics; presets' own are not used)"
+        ),
+    ] = False,
 ) -> None:
     """Evaluate the models on held-out synthetic data (or a labelled folder)."""
     from autofocus.evaluation_cli import run_evaluation
@@ -397,6 +404,7 @@ def evaluate(
         seed=seed,
         scorer=scorer,
         condenser_fill=_fill_range(condenser_fill),
+        untold=untold,
     )
     typer.echo(md)
 

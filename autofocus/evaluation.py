@@ -116,8 +116,13 @@ def evaluate_classifier_synthetic(
     progress: Callable[[int, int], None] | None = None,
     objective: str | None = None,
     condenser_fill: tuple[float, float] | None = (0.6, 0.8),
+    tell_objective: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score held-out synthetic images (disjoint seeds, held-out specimen types included).
+
+    ``tell_objective``: the scorer is given each image's objective (False: none, as a
+    caller who does not pass it; the general classifier then gets no optics and a
+    preset's own classifier is not used).
 
     ``objective``: a preset name to see every image through (the scorer is told it, so a
     classifier trained for that preset is the one evaluated); None: random optics.
@@ -147,7 +152,7 @@ def evaluate_classifier_synthetic(
     true, scores, rows = [], [], []
     for i in range(n_images):
         fs = render_field_sample(i, EVAL_SEED_OFFSET + 7919 + seed, cfg)
-        s = scorer.score(fs.frame, fs.objective)
+        s = scorer.score(fs.frame, fs.objective if tell_objective else None)
         c = level_class(fs.level)
         true.append(c)
         scores.append(s)

@@ -31,6 +31,7 @@ def run_evaluation(
     seed: int = 0,
     scorer: Any = None,
     condenser_fill: tuple[float, float] | None = (0.6, 0.8),
+    untold: bool = False,
 ) -> str:
     from rich.progress import Progress
 
@@ -66,8 +67,10 @@ def run_evaluation(
                 progress=lambda i, n: progress.update(t, completed=i),
                 objective=obj.name if obj else None,
                 condenser_fill=condenser_fill,
+                tell_objective=not untold,
             )
             payload["classifier"] = figs
+            payload["objective_told"] = not untold
             payload["condenser_fill"] = None if condenser_fill is None else list(condenser_fill)
             payload["classifier_rows"] = rows
             plot_confusion(figs["confusion_matrix"], out_dir / "confusion_matrix.png")
@@ -78,9 +81,10 @@ def run_evaluation(
                 else "brightfield under Koehler illumination, condenser NA "
                 f"{condenser_fill[0]:g}-{condenser_fill[1]:g} x NA"
             )
+            told = ", the scorer not told the objective" if untold else ""
             md.append(
                 f"## Classifier (held-out synthetic images, {seen}, {light}, "
-                "full scoring pipeline)\n"
+                f"full scoring pipeline{told})\n"
             )
             keys = [
                 "n_images",

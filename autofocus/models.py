@@ -246,17 +246,28 @@ N_OPTICS_FEATURES = 4
 def optics_features(objective: Objective | None) -> np.ndarray:
     """What a classifier built with optics features is told of the frame's objective.
 
-    ``[known, ln(spot px), NA, NA / n]`` with the spot ``lambda / (2 NA)`` in camera pixels
-    (the in-focus resolution in pixels; the training draws it from 0.7 to 2 px), float32;
-    all zeros when the objective is unknown (the training shows 20 % of its patches
-    that way, so the model also works without it).
+    ``[known, ln(spot px), NA, NA / n]`` with the spot ``lambda / (2 NA)`` in sample
+    pixels (:attr:`Objective.spot_px`, binning included; the in-focus resolution in
+    pixels), float32; all zeros when the objective is unknown (the training shows 20 %
+    of its patches that way, so the model also works without it).  The training covers
+    spots of 0.71-2.0 px and NA 0.2-1.35 (n 1.0 below NA 0.95, 1.33 to 1.2, 1.515
+    above); optics outside that are extrapolation.
     """
+    from autofocus.errors import InvalidInputError
+
     if objective is None:
         return np.zeros(N_OPTICS_FEATURES, np.float32)
-    spot_px = objective.wavelength_um / (2 * objective.na) / objective.pixel_size_um
+    try:
+        spot_px = objective.spot_px
+        ln_spot = math.log(spot_px)
+    except (ArithmeticError, ValueError):
+        ln_spot = math.nan
+    if not math.isfinite(ln_spot):
+        raise InvalidInputError(
+            f"objective {objective.name!r}: its optics give no finite spot size"
+        )
     return np.array(
-        [1.0, math.log(spot_px), objective.na, objective.na / objective.immersion_index],
-        np.float32,
+        [1.0, ln_spot, objective.na, objective.na / objective.immersion_index], np.float32
     )
 
 

@@ -82,7 +82,7 @@ class Objective(BaseModel):
     Frozen and hashable, so it can key caches (PSFs, models).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     magnification: float = Field(gt=0)
@@ -116,6 +116,11 @@ class Objective(BaseModel):
     @property
     def half_angle_rad(self) -> float:
         return math.asin(self.na / self.immersion_index)
+
+    @property
+    def spot_px(self) -> float:
+        """The resolution ``lambda / (2 NA)`` in sample pixels (binning included)."""
+        return self.wavelength_um / (2 * self.na) / self.pixel_size_um
 
     @property
     def diffraction_diameter_px(self) -> float:

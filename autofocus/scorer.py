@@ -159,11 +159,10 @@ class LocalScorer:
             for i in range(0, x.shape[0], self.batch_size):
                 t = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
                 t = t[:, None].to(self._device).contiguous(memory_format=torch.channels_last)
-                if optics is None:
-                    outs.append(net(t).float().cpu().numpy())
-                else:
-                    o = torch.from_numpy(optics[i : i + self.batch_size]).to(self._device)
-                    outs.append(net(t, o).float().cpu().numpy())
+                args = [t]
+                if optics is not None:
+                    args.append(torch.from_numpy(optics[i : i + self.batch_size]).to(self._device))
+                outs.append(net(*args).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
     # ---- public API ------------------------------------------------------------

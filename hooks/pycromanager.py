@@ -532,7 +532,9 @@ class FlaggingHook:
     Parameters
     ----------
     scorer, objective
-        The scorer and the objective (``FocusAbsDzUm`` and the DOF rule need it).
+        The scorer and the objective (``FocusAbsDzUm`` and the DOF rule need it, and
+        the general classifier reads the level better when told it).  Defaults to the
+        linked autofocus hook's objective, when that hook was given one.
     every_n
         Score every n-th selected frame (1: all).
     channels
@@ -577,6 +579,8 @@ class FlaggingHook:
             raise InvalidInputError("refocus_on_flag needs the autofocus hook (autofocus=...)")
         if on_out_of_focus is not None and not callable(on_out_of_focus):
             raise InvalidInputError("on_out_of_focus must be callable")
+        if objective is None and autofocus is not None:
+            objective = autofocus.controller.objective
         self.flagger = FrameFlagger(
             scorer,
             objective,

@@ -333,6 +333,10 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
             raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
     if (recipe.soft_levels or recipe.optics_input) and kind != "classifier":
         raise InvalidInputError("soft_levels and optics_input apply to the classifier only")
+    if recipe.optics_input and recipe.objective is not None:
+        raise InvalidInputError(
+            "optics_input needs varied optics; a preset's classifier sees only its own"
+        )
     if recipe.spectral_bins and not 2 <= recipe.spectral_bins <= patch // 2:
         raise InvalidInputError(f"spectral_bins must be 0 or 2..{patch // 2}")
     check_writable(out_dir, "dir")

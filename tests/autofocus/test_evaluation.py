@@ -124,6 +124,35 @@ def test_cli_evaluates_a_weights_folder_before_it_is_shipped(tiny_weights, tmp_p
     assert "validation stream 3" in (tmp_path / "v" / "evaluation.md").read_text()
 
 
+def test_untold_evaluation_scores_without_the_objective(tmp_path) -> None:
+    """``--untold`` gives the scorer no objective (as a caller who does not pass it);
+    the default tells it each image's."""
+    import json
+
+    from autofocus.cli import main
+    from autofocus.evaluation import evaluate_classifier_synthetic
+    from autofocus.scorer import LocalScorer
+
+    inner = LocalScorer()
+    seen: list = []
+
+    class Recording:
+        def score(self, frame, objective=None):
+            seen.append(objective)
+            return inner.score(frame, objective)
+
+    evaluate_classifier_synthetic(Recording(), n_images=10, tell_objective=False)
+    assert seen == [None] * 10
+    seen.clear()
+    evaluate_classifier_synthetic(Recording(), n_images=10)
+    assert all(o is not None for o in seen) and len(seen) == 10
+    out = tmp_path / "ev"
+    argv = ["evaluate", "classifier", "--n-images", "10", "--untold", "--output", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "evaluation.json").read_text())["objective_told"] is False
+    assert "not told the objective" in (out / "evaluation.md").read_text()
+
+
 def test_precision_recall_f1_are_nan_only_where_undefined() -> None:
     import math
 

@@ -109,13 +109,28 @@ def test_optics_features_describe_the_objective_or_are_zero() -> None:
     from autofocus.optics import get_objective
 
     assert optics_features(None).tolist() == [0.0] * N_OPTICS_FEATURES
-    obj = get_objective("10x-0.3-air")
-    f = optics_features(obj)
-    spot_px = obj.wavelength_um / (2 * obj.na) / obj.pixel_size_um
+    f = optics_features(get_objective("10x-0.3-air"))
+    # 0.52 um / (2 x 0.3) = 0.8667 um over 6.5 um / 10x = 0.65 um pixels: 1.3333 px
     assert f.dtype == np.float32
-    np.testing.assert_allclose(f, [1.0, math.log(spot_px), 0.3, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(f, [1.0, 0.2876821, 0.3, 0.3], rtol=1e-6)
     oil = optics_features(get_objective("60x-1.4-oil"))
     assert oil[3] == pytest.approx(1.4 / 1.515, rel=1e-6)
+    binned = get_objective("10x-0.3-air").model_copy(update={"binning": 2})
+    assert optics_features(binned)[1] == pytest.approx(math.log(1.3333333 / 2), rel=1e-6)
+
+
+def test_optics_features_refuse_optics_without_a_finite_spot() -> None:
+    from pydantic import ValidationError
+
+    from autofocus.errors import InvalidInputError
+    from autofocus.models import optics_features
+    from autofocus.optics import Objective
+
+    with pytest.raises(ValidationError):
+        Objective(name="x", magnification=float("inf"), na=0.3)
+    tiny = Objective(name="x", magnification=1e10, na=0.3, camera_pixel_size_um=1e-300)
+    with pytest.raises(InvalidInputError, match="finite spot"):
+        optics_features(tiny)
 
 
 def test_a_classifier_with_optics_reads_none_as_unknown() -> None:

@@ -117,6 +117,9 @@ def test_level_ordering_through_focus(
         "general told the optics": obj.model_copy(update={"name": "my-20x"}),
     }[classifier]
     scores = scorer.score_batch(list(series.frames), told)
+    if classifier == "general told the optics":  # the optics reach the classifier
+        untold = scorer.score_batch(list(series.frames[:1]), None)[0]
+        assert not np.allclose(scores[0].probabilities, untold.probabilities)
     assert scores[0].model_version.startswith(
         "classifier-1.0-" + load_card("classifier", objective=obj.name).sha256[:12]
         if classifier == "20X"

@@ -105,6 +105,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"model": "regressor", "blur_ray": "chief"},
         {"model": "regressor", "soft_levels": True},  # b is a regression, not classes
         {"model": "regressor", "optics_input": True},
+        {"objective": "20X", "optics_input": True},  # one preset: its optics never vary
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
@@ -332,7 +333,12 @@ def test_soft_level_targets_split_between_the_two_classes_around_the_level() -> 
         assert median_level(soft[k]) == median_level(hard[k]) == ps.cls[k]
 
 
-def test_optics_recipe_trains_a_classifier_that_reads_the_objective(tmp_path: Path) -> None:
+def test_optics_recipe_records_its_architecture_and_the_scorer_feeds_the_optics(
+    tmp_path: Path,
+) -> None:
+    """The recipe's card lists the optics input, the registry rebuilds it, and the scorer
+    gives it the objective's optics (an untrained head: this tests the wiring, not what
+    training makes of it)."""
     from autofocus.models import N_OPTICS_FEATURES
     from autofocus.optics import get_objective
     from autofocus.scorer import LocalScorer

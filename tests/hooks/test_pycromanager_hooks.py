@@ -362,3 +362,19 @@ def test_objective_names_are_resolved_when_the_hooks_are_made(truth: FrameTruth)
         AutofocusHook(scorer, curve, objective="999X")
     with pytest.raises(UnknownNameError):
         FlaggingHook(scorer, "999X")
+
+
+def test_flagging_hook_takes_the_linked_autofocus_hooks_objective() -> None:
+    """The general classifier reads the level better when told the objective, so a
+    flagging hook linked to an autofocus hook uses that hook's objective unless it is
+    given its own."""
+    from autofocus.optics import get_objective
+
+    obj = get_objective("20X")
+    curve = oracle_curve(obj)
+    scorer = OracleScorer(FrameTruth(), curve)
+    af = AutofocusHook(scorer, curve, objective=obj, every="never")
+    assert FlaggingHook(scorer, autofocus=af).flagger.objective == obj
+    assert FlaggingHook(scorer, "40X", autofocus=af).flagger.objective == get_objective("40X")
+    no_objective = AutofocusHook(scorer, curve, every="never")
+    assert FlaggingHook(scorer, autofocus=no_objective).flagger.objective is None
