@@ -244,13 +244,6 @@ def train(
             "of the objective's drawn from lo,hi (e.g. 0.6,0.8) [a point source]"
         ),
     ] = None,
-    soft_levels: Annotated[
-        bool,
-        typer.Option(
-            help="classifier: split each target between the two classes around the "
-            "field's continuous level [off: the nearest class]"
-        ),
-    ] = False,
     optics_input: Annotated[
         bool,
         typer.Option(
@@ -285,7 +278,6 @@ def train(
         "blur_ray": blur_ray,
         "objective": objective,
         "condenser_fill": _fill_range(condenser_fill),
-        "soft_levels": soft_levels or None,
         "optics_input": optics_input or None,
     }
     changes = {k: v for k, v in given.items() if v is not None}

@@ -79,11 +79,6 @@ class Recipe:
     condenser_fill: tuple[float, float] | None = None
     """Brightfield fields under Koehler illumination, condenser NA = fill x NA with fill
     uniform in this range; None: a point source (see ``DomainConfig.condenser_fill``)."""
-    soft_levels: bool = False
-    """Classifier only: the target of a textured patch splits between the two classes
-    around its continuous level (level 6.3: 0.7 on class 6, 0.3 on class 7; the median
-    is still the nearest class) instead of all on the nearest class, so fields either
-    side of a class boundary get close targets."""
     optics_input: bool = False
     """Classifier only: the head is also told the frame's optics
     (:func:`autofocus.models.optics_features`); each training batch hides them (zeros)
@@ -121,24 +116,14 @@ def _uniform_target(n: int, k: int) -> np.ndarray:
     return np.full((n, k), 1.0 / k, dtype=np.float32)
 
 
-def _targets_classifier(ps: PatchSet, idx: np.ndarray, soft: bool = False) -> np.ndarray:
-    """One-hot level for textured patches (``soft``: split between the two classes around
-    the continuous level, see ``Recipe.soft_levels``), uniform for empty ones (teaches
-    low certainty)."""
+def _targets_classifier(ps: PatchSet, idx: np.ndarray) -> np.ndarray:
+    """One-hot level for textured patches, uniform for empty ones (teaches low certainty)."""
     from autofocus.optics import N_LEVELS
 
     t = _uniform_target(idx.size, N_LEVELS)
     tex = ps.texture[idx]
-    rows = np.flatnonzero(tex)
     t[tex] = 0.0
-    if not soft:
-        t[rows, ps.cls[idx][tex]] = 1.0
-        return t
-    level = np.clip(ps.level[idx][tex].astype(np.float64), 0.0, N_LEVELS - 1)
-    lo = np.minimum(np.floor(level).astype(np.int64), N_LEVELS - 2)
-    frac = (level - lo).astype(np.float32)
-    t[rows, lo] = 1.0 - frac
-    t[rows, lo + 1] += frac
+    t[np.flatnonzero(tex), ps.cls[idx][tex]] = 1.0
     return t
 
 
@@ -194,7 +179,6 @@ def _batches(
     rng: np.random.Generator,
     augment: bool,
     *,
-    soft: bool = False,
     optics: bool = False,
 ):
     import torch
@@ -208,7 +192,7 @@ def _batches(
             x, aberr = _augment(x, aberr, rng)
         b: dict[str, Any] = {"x": torch.from_numpy(x)[:, None]}
         if kind == "classifier":
-            b["target"] = torch.from_numpy(_targets_classifier(ps, idx, soft))
+            b["target"] = torch.from_numpy(_targets_classifier(ps, idx))
             if optics:
                 o = ps.optics[idx].copy()
                 o[rng.random(idx.size) < OPTICS_HIDDEN_FRACTION] = 0.0
@@ -331,8 +315,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         n_blocks = len(recipe.widths or _make_model(kind).widths) - 1
         if len(recipe.depths) != n_blocks or any(int(d) < 1 for d in recipe.depths):
             raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
-    if (recipe.soft_levels or recipe.optics_input) and kind != "classifier":
-        raise InvalidInputError("soft_levels and optics_input apply to the classifier only")
+    if recipe.optics_input and kind != "classifier":
+        raise InvalidInputError("optics_input applies to the classifier only")
     if recipe.optics_input and recipe.objective is not None:
         raise InvalidInputError(
             "optics_input needs varied optics; a preset's classifier sees only its own"
@@ -372,7 +356,6 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
             recipe.batch_size,
             rng,
             augment=True,
-            soft=recipe.soft_levels,
             optics=recipe.optics_input,
         )
         for b in batches:

@@ -103,7 +103,6 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"model": "regressor", "condenser_fill": (0.6, 0.8)},
         {"blur_ray": "mean"},  # the classifier's levels are always the mean ray's
         {"model": "regressor", "blur_ray": "chief"},
-        {"model": "regressor", "soft_levels": True},  # b is a regression, not classes
         {"model": "regressor", "optics_input": True},
         {"objective": "20X", "optics_input": True},  # one preset: its optics never vary
     ],
@@ -298,41 +297,6 @@ def test_cli_condenser_fill_parses_a_range_or_none() -> None:
     assert _fill_range(None) is None
 
 
-def test_soft_level_targets_split_between_the_two_classes_around_the_level() -> None:
-    from autofocus.models import median_level
-    from autofocus.training.dataset import PatchSet
-    from autofocus.training.train import _targets_classifier
-
-    level = np.array([6.3, 6.5, 0.0, 10.4, 3.0, 2.2], np.float32)
-    texture = np.array([True, True, True, True, True, False])
-    n = level.size
-    ps = PatchSet(
-        patches=np.zeros((n, 2, 2), np.uint16),
-        level=level,
-        cls=np.array([6, 6, 0, 10, 3, 2]),
-        blur_px=np.zeros(n, np.float32),
-        aberr_px=np.zeros((n, 3), np.float32),
-        texture=texture,
-        specimen=np.array(["tissue"] * n),
-        field=np.arange(n),
-        pixel_size_um=np.ones(n, np.float32),
-        optics=np.zeros((n, 4), np.float32),
-    )
-    idx = np.arange(n)
-    soft = _targets_classifier(ps, idx, soft=True)
-    hard = _targets_classifier(ps, idx)
-    assert soft[0, 6] == pytest.approx(0.7) and soft[0, 7] == pytest.approx(0.3)
-    assert soft[1, 6] == pytest.approx(0.5) and soft[1, 7] == pytest.approx(0.5)
-    assert soft[2, 0] == 1.0  # in focus: all on level 0
-    assert soft[3, 10] == 1.0  # beyond the last level: all on it
-    assert soft[4, 3] == 1.0  # on a class centre: that class
-    np.testing.assert_allclose(soft[5], 1 / 11)  # empty: uniform, as before
-    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-6)
-    # the median of a soft target is the nearest class, as the hard target's is
-    for k in range(5):
-        assert median_level(soft[k]) == median_level(hard[k]) == ps.cls[k]
-
-
 def test_optics_recipe_records_its_architecture_and_the_scorer_feeds_the_optics(
     tmp_path: Path,
 ) -> None:
@@ -343,10 +307,9 @@ def test_optics_recipe_records_its_architecture_and_the_scorer_feeds_the_optics(
     from autofocus.optics import get_objective
     from autofocus.scorer import LocalScorer
 
-    card = train(_tiny(optics_input=True, soft_levels=True), tmp_path)
+    card = train(_tiny(optics_input=True), tmp_path)
     assert card["architecture"]["optics_features"] == N_OPTICS_FEATURES
     assert card["training"]["recipe"]["optics_input"] is True
-    assert card["training"]["recipe"]["soft_levels"] is True
     model, _ = load_model("classifier", tmp_path)
     assert model.optics_features == N_OPTICS_FEATURES
     # the scorer tells it the objective (a custom one: presets have their own classifier)
