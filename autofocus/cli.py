@@ -17,6 +17,12 @@ from autofocus.errors import AutofocusError
 from autofocus.io import check_writable
 from autofocus.service.protocol import check_endpoint
 
+_OBJECTIVE_FORMS = (
+    "a preset (10X, 20X, 40X, 10x-0.3-air, 60x-1.4-oil), Objective fields "
+    "(name=my60x,magnification=60,na=1.42,immersion_index=1.515,camera_pixel_size_um=6.5,"
+    "wavelength_um=0.52,binning=1) or a JSON file of them"
+)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -247,7 +253,7 @@ def train(
     optics_input: Annotated[
         bool,
         typer.Option(
-            help="classifier: tell the head the frame's optics (spot size in px, NA), "
+            help="tell the head the frame's optics (spot size in px, NA), "
             "hidden from 20 % of training patches [off]"
         ),
     ] = False,
@@ -297,17 +303,21 @@ def score(
     ],
     overlays: Annotated[Path | None, typer.Option(help="folder for annotated PNG overlays")] = None,
     objective: Annotated[
-        str | None, typer.Option(help="objective preset (gives |dz| in um)")
+        str | None,
+        typer.Option(
+            help="objective (gives |dz| in um and the optics to the classifier): "
+            + _OBJECTIVE_FORMS
+        ),
     ] = None,
 ) -> None:
     """Score images: defocus level, certainties, verdict, blur score b, 11 probabilities."""
     from rich.progress import Progress
 
     from autofocus.imageio import iter_image_paths
-    from autofocus.optics import get_objective
+    from autofocus.optics import parse_objective
     from autofocus.scoring_cli import score_files
 
-    obj = get_objective(objective) if objective is not None else None
+    obj = parse_objective(objective) if objective is not None else None
     check_writable(csv_path)
     if overlays is not None:
         check_writable(overlays, "dir")
@@ -341,8 +351,8 @@ def evaluate(
     objective: Annotated[
         str | None,
         typer.Option(
-            help="objective of the labelled images, or the preset every held-out "
-            "classifier image is seen through [random objectives]"
+            help="objective of the labelled images, or the one every held-out "
+            "classifier image is seen through [random objectives]: " + _OBJECTIVE_FORMS
         ),
     ] = None,
     n_images: Annotated[int, typer.Option(min=10, help="held-out synthetic images")] = 600,
@@ -425,7 +435,9 @@ def bench_scoring(
 
 @app.command()
 def calibrate(
-    objective: Annotated[str, typer.Option(help="objective preset name (e.g. 10X)")],
+    objective: Annotated[
+        str, typer.Option(help="the objective (its name keys the calibration): " + _OBJECTIVE_FORMS)
+    ],
     microscope: Annotated[str, typer.Option(help="microscope name for the store")] = "default",
     range_um: Annotated[
         float | None, typer.Option(help="half-range of the stack in um [default: 12 DOF]")
@@ -448,13 +460,13 @@ def calibrate(
     """Calibrate an objective: z-stack of a flat textured slide -> blur curve (JSON + PNG)."""
     from rich.progress import Progress
 
-    from autofocus.optics import get_objective
+    from autofocus.optics import parse_objective
     from autofocus.scorer import LocalScorer
     from calibration.store import CalibrationStore
     from calibration.wizard import calibrate as run_calibration
     from calibration.wizard import open_microscope, save_calibration
 
-    obj = get_objective(objective)
+    obj = parse_objective(objective)
     if backend not in ("simulator", "pymmcore", "pycromanager"):
         raise typer.BadParameter(f"unknown backend {backend!r}", param_hint="--backend")
     if not microscope.strip():

@@ -114,7 +114,7 @@ def evaluate_classifier_synthetic(
     field_px: int = 336,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
-    objective: str | None = None,
+    objective: str | Objective | None = None,
     condenser_fill: tuple[float, float] | None = (0.6, 0.8),
     tell_objective: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -124,8 +124,9 @@ def evaluate_classifier_synthetic(
     caller who does not pass it; the general classifier then gets no optics and a
     preset's own classifier is not used).
 
-    ``objective``: a preset name to see every image through (the scorer is told it, so a
-    classifier trained for that preset is the one evaluated); None: random optics.
+    ``objective``: a preset (name) or any objective to see every image through (the
+    scorer is told it, so a classifier trained for that preset is the one evaluated, and
+    the general one for any other); None: random optics.
     ``condenser_fill``: brightfield images under Koehler illumination with a condenser
     NA of this fraction of the objective's (the usual 60-80 % setting of the aperture
     diaphragm); None: a point source.
@@ -146,7 +147,7 @@ def evaluate_classifier_synthetic(
         DomainConfig(defocus="classifier", max_level=10.5, empty_fraction=0.0),
         specimens=TRAIN_SPECIMENS + HELD_OUT_SPECIMENS,
         field_px=field_px,
-        objective=None if objective is None else get_objective(objective).name,
+        objective=None if objective is None else get_objective(objective),
         condenser_fill=check_condenser_fill(condenser_fill),
     )
     true, scores, rows = [], [], []

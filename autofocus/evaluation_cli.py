@@ -35,13 +35,18 @@ def run_evaluation(
 ) -> str:
     from rich.progress import Progress
 
-    from autofocus.optics import get_objective
+    from autofocus.optics import parse_objective
     from autofocus.scorer import LocalScorer
 
     sc = scorer or LocalScorer()
-    obj = get_objective(objective) if objective is not None else None
+    obj = parse_objective(objective) if objective is not None else None
     version = sc.model_version_for(obj)
-    payload: dict[str, Any] = {"model_version": version, "objective": objective, "seed": seed}
+    payload: dict[str, Any] = {
+        "model_version": version,
+        "objective": None if obj is None else obj.name,
+        "objective_fields": None if obj is None else obj.model_dump(),
+        "seed": seed,
+    }
     synthetic = labelled is None and seed != 0
     held_out = f" (validation stream {seed}, not the reported set)" if synthetic else ""
     md = [f"# Evaluation of {version}{held_out}\n"]
@@ -65,7 +70,7 @@ def run_evaluation(
                 n_images=n_images,
                 seed=seed,
                 progress=lambda i, n: progress.update(t, completed=i),
-                objective=obj.name if obj else None,
+                objective=obj,
                 condenser_fill=condenser_fill,
                 tell_objective=not untold,
             )
@@ -74,7 +79,11 @@ def run_evaluation(
             payload["condenser_fill"] = None if condenser_fill is None else list(condenser_fill)
             payload["classifier_rows"] = rows
             plot_confusion(figs["confusion_matrix"], out_dir / "confusion_matrix.png")
-            seen = f"all through {obj.name}" if obj else "random objectives"
+            seen = (
+                f"all through {obj.name} (NA {obj.na:g}, {obj.pixel_size_um:.3g} um pixels)"
+                if obj
+                else "random objectives"
+            )
             light = (
                 "brightfield lit by a point source"
                 if condenser_fill is None

@@ -199,7 +199,11 @@ class DefocusClassifier(_PatchNet):
 
 
 class ZernikeRegressor(_PatchNet):
-    """128x128 normalised patch -> (4 pupil coefficients in px, texture logit)."""
+    """128x128 normalised patch -> (4 pupil coefficients in px, texture logit).
+
+    ``optics_features=N_OPTICS_FEATURES``: the head is also told the frame's optics, as
+    the classifier's can be.
+    """
 
     def __init__(
         self,
@@ -207,9 +211,12 @@ class ZernikeRegressor(_PatchNet):
         hidden: int = 96,
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
+        optics_features: int = 0,
     ) -> None:
         n_out = len(REGRESSOR_OUTPUTS) + 1
-        super().__init__(REGRESSOR_PATCH, n_out, widths, hidden, depths, spectral_bins)
+        super().__init__(
+            REGRESSOR_PATCH, n_out, widths, hidden, depths, spectral_bins, optics_features
+        )
 
 
 class YangNet(nn.Module):

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -251,6 +252,50 @@ OBJECTIVE_PRESETS: dict[str, Objective] = {
 """Named objectives.  ``10X``/``20X``/``40X`` match Micro-Manager's demo config
 (1.0 / 0.5 / 0.25 um pixels); the last two are common research objectives with an
 sCMOS camera (6.5 um pixels)."""
+
+
+def parse_objective(text: str) -> Objective:
+    """An objective from a command line: a preset's name (case-insensitive), inline
+    fields ``key=value,...`` (the :class:`Objective` field names, e.g.
+    ``magnification=100,na=1.45,immersion_index=1.515``; ``name`` defaults to
+    ``custom``, the others to their defaults), or the path of a JSON file holding those
+    fields.  Bad input raises :class:`InvalidInputError` (``UnknownNameError`` for a
+    name that is neither a preset nor a file)."""
+    from pydantic import ValidationError
+
+    if not isinstance(text, str):
+        raise InvalidInputError(f"expected an objective as text, got {type(text)!r}")
+    text = text.strip()
+    for key, obj in OBJECTIVE_PRESETS.items():
+        if key.lower() == text.lower():
+            return obj
+    try:
+        if "=" in text:
+            fields: dict[str, object] = {}
+            for item in text.split(","):
+                key, sep, value = (part.strip() for part in item.partition("="))
+                if not sep or not key or not value:
+                    raise InvalidInputError(f"objective field {item.strip()!r} is not key=value")
+                if key in fields:
+                    raise InvalidInputError(f"objective field {key!r} is given twice")
+                fields[key] = value
+            return Objective.model_validate({"name": "custom", **fields})
+        path = Path(text).expanduser()
+        if text and path.suffix.lower() == ".json" and path.is_file():
+            return Objective.model_validate_json(path.read_bytes())
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'objective'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise InvalidInputError(f"objective {text!r} is invalid: {problems}") from None
+    except OSError as e:
+        raise InvalidInputError(f"cannot read objective file {text!r}: {e}") from None
+    raise UnknownNameError(
+        f"unknown objective {text!r}; give a preset ({', '.join(OBJECTIVE_PRESETS)}), "
+        "fields such as 'magnification=100,na=1.45,immersion_index=1.515', "
+        "or a JSON file of them"
+    )
 
 
 def get_objective(name_or_objective: str | Objective) -> Objective:

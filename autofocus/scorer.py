@@ -193,7 +193,7 @@ class LocalScorer:
         rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
         rp, rs = normalise_patches(extract_patches(fr, rg))
         rs, reason = self._signal(f, rs)
-        reg = self._run(self._reg, rp)
+        reg = self._run(self._reg, rp, self._optics_rows(self._reg, objective, rp.shape[0]))
         tex_r, textured_r, blur, astig = self._regressor_values(reg, rs)
         b, spread, _ = _blur_stats(blur, astig, textured_r)
         if reason is None and not textured_r.any():
@@ -206,6 +206,16 @@ class LocalScorer:
             undetermined_reason=reason,
             regressor_patches=_regressor_grid(rg, blur, tex_r, astig) if with_patches else None,
         )
+
+    @staticmethod
+    def _optics_rows(net: Any, objective: Objective | None, n: int) -> np.ndarray | None:
+        """``n`` rows of the objective's optics features for a net built with them
+        (zeros when the objective is unknown), else None."""
+        if not getattr(net, "optics_features", 0):
+            return None
+        from autofocus.models import optics_features
+
+        return np.tile(optics_features(objective), (n, 1))
 
     def _signal(
         self, frame: np.ndarray, sig: np.ndarray
@@ -259,14 +269,9 @@ class LocalScorer:
             r_parts.append(rp)
             c_sig.append(cs)
             r_sig.append(rs)
-        optics = None
-        if getattr(net, "optics_features", 0):
-            from autofocus.models import optics_features
-
-            n_patches = sum(p.shape[0] for p in c_parts)
-            optics = np.tile(optics_features(objective), (n_patches, 1))
-        logits = self._run(net, _joined(c_parts), optics)
-        reg_out = self._run(self._reg, _joined(r_parts))
+        cx, rx = _joined(c_parts), _joined(r_parts)
+        logits = self._run(net, cx, self._optics_rows(net, objective, cx.shape[0]))
+        reg_out = self._run(self._reg, rx, self._optics_rows(self._reg, objective, rx.shape[0]))
         results = []
         ci = ri = 0
         for k in range(len(prepared)):

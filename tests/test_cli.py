@@ -303,6 +303,18 @@ def test_score_writes_one_row_per_image_and_overlays(tmp_path: Path) -> None:
     general = load_card("classifier").sha256[:12]
     assert all(r[-1].startswith(f"classifier-1.0-{general}+") for r in rows[1:])
     assert all(r[CSV_COLUMNS.index("abs_dz_um")] == "" for r in rows[1:])
+    # an objective of the user's own (the 20X optics under another name): the general
+    # classifier, told its optics, and |dz| in um
+    own_20x = "name=my20x, magnification=20, na=0.5, camera_pixel_size_um=10"
+    assert main(["score", str(images), "--csv", str(out), "--objective", own_20x]) == 0
+    rows = list(csv.reader(out.open()))
+    by_file = {Path(r[0]).stem: dict(zip(CSV_COLUMNS, r, strict=True)) for r in rows[1:]}
+    assert by_file["sharp"]["verdict"] == "in_focus"
+    assert by_file["blurred"]["verdict"] == "out_of_focus"
+    assert float(by_file["blurred"]["abs_dz_um"]) > float(by_file["sharp"]["abs_dz_um"])
+    assert all(
+        r["model_version"].startswith(f"classifier-1.0-{general}+") for r in by_file.values()
+    )
 
 
 def test_score_checks_every_file_before_scoring_any(tmp_path: Path) -> None:

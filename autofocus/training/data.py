@@ -96,9 +96,10 @@ class DomainConfig:
     one at NA 0.3 and 0.61 at NA/n 0.92: as the NA is not visible in a frame, a
     marginal label cannot be read from it at high NA."""
     field_px: int = 256
-    objective: str | None = None
-    """An objective preset's name: every field is seen through it (its NA, wavelength and
-    pixel size; aberrations, specimens and camera stay random).  None: random optics."""
+    objective: str | Objective | None = None
+    """An objective (a preset's name, as training records it, or an Objective): every
+    field is seen through it (its NA, wavelength and pixel size; aberrations, specimens
+    and camera stay random).  None: random optics."""
     condenser_fill: tuple[float, float] | None = None
     """Brightfield (phase) fields: Koehler illumination through a condenser aperture of
     ``fill x NA``, ``fill`` uniform in this range (drawn from the field's own side

@@ -80,7 +80,7 @@ class Recipe:
     """Brightfield fields under Koehler illumination, condenser NA = fill x NA with fill
     uniform in this range; None: a point source (see ``DomainConfig.condenser_fill``)."""
     optics_input: bool = False
-    """Classifier only: the head is also told the frame's optics
+    """The head is also told the frame's optics
     (:func:`autofocus.models.optics_features`); each training batch hides them (zeros)
     from ``OPTICS_HIDDEN_FRACTION`` of its patches, so the model also works without."""
     objective: str | None = None
@@ -191,12 +191,12 @@ def _batches(
         if augment:
             x, aberr = _augment(x, aberr, rng)
         b: dict[str, Any] = {"x": torch.from_numpy(x)[:, None]}
+        if optics:
+            o = ps.optics[idx].copy()
+            o[rng.random(idx.size) < OPTICS_HIDDEN_FRACTION] = 0.0
+            b["optics"] = torch.from_numpy(o)
         if kind == "classifier":
             b["target"] = torch.from_numpy(_targets_classifier(ps, idx))
-            if optics:
-                o = ps.optics[idx].copy()
-                o[rng.random(idx.size) < OPTICS_HIDDEN_FRACTION] = 0.0
-                b["optics"] = torch.from_numpy(o)
         else:
             b["texture"] = torch.from_numpy(ps.texture[idx].astype(np.float32))
             b["blur"] = torch.from_numpy(ps.blur_px[idx])
@@ -315,8 +315,6 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         n_blocks = len(recipe.widths or _make_model(kind).widths) - 1
         if len(recipe.depths) != n_blocks or any(int(d) < 1 for d in recipe.depths):
             raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
-    if recipe.optics_input and kind != "classifier":
-        raise InvalidInputError("optics_input applies to the classifier only")
     if recipe.optics_input and recipe.objective is not None:
         raise InvalidInputError(
             "optics_input needs varied optics; a preset's classifier sees only its own"

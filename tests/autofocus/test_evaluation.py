@@ -179,3 +179,24 @@ def test_json_reports_have_no_bare_nan(tmp_path) -> None:
     )
     body = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
     assert (body["a"], body["b"], body["c"]) == (None, [1.0, None], [None, 2.0])
+
+
+def test_a_users_objective_is_evaluated_through_the_general_classifier(tmp_path) -> None:
+    """``--objective`` fields: every held-out image is seen through that objective and
+    the scorer is told it; the report names it and its optics."""
+    import json
+
+    from autofocus.cli import main
+    from autofocus.registry import load_card
+
+    out = tmp_path / "ev"
+    spec = "name=my63x,magnification=63,na=1.4,immersion_index=1.515"
+    argv = ["evaluate", "classifier", "--n-images", "10", "--objective", spec]
+    assert main([*argv, "--output", str(out)]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["objective"] == "my63x"
+    assert report["objective_fields"]["na"] == 1.4
+    assert all(r["na"] == 1.4 for r in report["classifier_rows"])
+    general = load_card("classifier").sha256[:12]
+    assert report["model_version"].startswith(f"classifier-1.0-{general}+")
+    assert "all through my63x (NA 1.4" in (out / "evaluation.md").read_text()

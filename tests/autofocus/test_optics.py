@@ -104,3 +104,58 @@ def test_blur_px_per_um_mean_ray_against_marginal(name: str, ratio: float) -> No
 def test_blur_ray_is_marginal_or_mean(bad: object) -> None:
     with pytest.raises(InvalidInputError, match="blur_ray"):
         blur_px_per_um(get_objective("20X"), bad)  # type: ignore[arg-type]
+
+
+def test_parse_objective_takes_a_preset_fields_or_a_json_file(tmp_path) -> None:
+    from autofocus.optics import parse_objective
+
+    assert parse_objective(" 10x ") is get_objective("10X")
+    oil = parse_objective("magnification=100, na=1.45, immersion_index=1.515")
+    assert (oil.name, oil.magnification, oil.na, oil.immersion_index) == (
+        "custom",
+        100.0,
+        1.45,
+        1.515,
+    )
+    assert oil.camera_pixel_size_um == 6.5 and oil.binning == 1  # the defaults
+    named = parse_objective("name=my40x,magnification=40,na=0.95,binning=2")
+    assert named.name == "my40x" and named.pixel_size_um == pytest.approx(6.5 * 2 / 40)
+    f = tmp_path / "obj.json"
+    f.write_text(named.model_dump_json())
+    assert parse_objective(str(f)) == named
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "unknown objective"),
+        ("100x", "unknown objective"),
+        ("nosuch.json", "unknown objective"),
+        ("na=0.5", "magnification: Field required"),
+        ("magnification=100,na=1.45", "smaller than the immersion index"),
+        ("magnification=10,na=x", "na: Input should be a valid number"),
+        ("magnification=10,na=0.3,binning=1.5", "binning"),
+        ("magnification=10,na=0.3,colour=red", "colour: Extra inputs"),
+        ("magnification=10,na=0.3,na=0.4", "given twice"),
+        ("magnification=10,na", "not key=value"),
+        ("magnification=10,na=nan", "na"),
+    ],
+)
+def test_parse_objective_says_what_is_wrong(text: str, why: str) -> None:
+    from autofocus.errors import UnknownNameError
+    from autofocus.optics import parse_objective
+
+    err = UnknownNameError if why == "unknown objective" else InvalidInputError
+    with pytest.raises(err, match=why):
+        parse_objective(text)
+
+
+def test_parse_objective_refuses_a_broken_json_file(tmp_path) -> None:
+    from autofocus.optics import parse_objective
+
+    f = tmp_path / "obj.json"
+    f.write_text('{"magnification": 10,')
+    with pytest.raises(InvalidInputError, match="invalid"):
+        parse_objective(str(f))
+    with pytest.raises(InvalidInputError, match="as text"):
+        parse_objective(10)  # type: ignore[arg-type]

@@ -103,7 +103,6 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"model": "regressor", "condenser_fill": (0.6, 0.8)},
         {"blur_ray": "mean"},  # the classifier's levels are always the mean ray's
         {"model": "regressor", "blur_ray": "chief"},
-        {"model": "regressor", "optics_input": True},
         {"objective": "20X", "optics_input": True},  # one preset: its optics never vary
     ],
 )
@@ -323,3 +322,30 @@ def test_optics_recipe_records_its_architecture_and_the_scorer_feeds_the_optics(
     told = scorer.score(frame, custom).probabilities
     untold = scorer.score(frame).probabilities
     assert not np.allclose(told, untold)
+
+
+def test_a_regressor_with_optics_is_told_them_by_both_scoring_paths(tmp_path: Path) -> None:
+    """The regressor recipe with optics input: its card lists them, and ``score`` and
+    ``blur_score`` both hand the objective's optics to it (the same b either way)."""
+    from autofocus.models import N_OPTICS_FEATURES
+    from autofocus.optics import get_objective
+    from autofocus.scorer import LocalScorer
+
+    card = train(_tiny(model="regressor", optics_input=True, n_fields=64), tmp_path)
+    assert card["architecture"]["optics_features"] == N_OPTICS_FEATURES
+    model, _ = load_model("regressor", tmp_path)
+    assert model.optics_features == N_OPTICS_FEATURES
+    for suffix in (".pt", ".json"):
+        src = Path(__file__).parents[2] / "autofocus" / "weights" / f"classifier{suffix}"
+        (tmp_path / f"classifier{suffix}").write_bytes(src.read_bytes())
+    scorer = LocalScorer(weights_dir=str(tmp_path), detect_blank_fields=False)
+    rng = np.random.default_rng(4)
+    frame = rng.poisson(200 + 100 * rng.random((256, 256))).astype(np.uint16)
+    obj = get_objective("20X")
+    told = scorer.score(frame, obj, with_patches=True).regressor_patches
+    untold = scorer.score(frame, with_patches=True).regressor_patches
+    # the head's texture output is never clipped: it shows the optics arrived
+    assert not np.allclose(told.values["texture"], untold.values["texture"])
+    fast = scorer.blur_score(frame, obj, with_patches=True).regressor_patches
+    for key in ("texture", "blur_px"):
+        np.testing.assert_array_equal(fast.values[key], told.values[key])
