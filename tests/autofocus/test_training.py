@@ -296,28 +296,40 @@ def test_cli_condenser_fill_parses_a_range_or_none() -> None:
     assert _fill_range(None) is None
 
 
+def _scorer_with_optics_model(kind: str, tmp_path: Path, **changes):
+    """Train a tiny ``kind`` model with the optics input, check its card and rebuilt
+    architecture, and return a scorer of it beside the other shipped model."""
+    from autofocus.models import N_OPTICS_FEATURES
+    from autofocus.scorer import LocalScorer
+
+    card = train(_tiny(model=kind, optics_input=True, **changes), tmp_path)
+    assert card["architecture"]["optics_features"] == N_OPTICS_FEATURES
+    assert card["training"]["recipe"]["optics_input"] is True
+    model, _ = load_model(kind, tmp_path)
+    assert model.optics_features == N_OPTICS_FEATURES
+    other = "regressor" if kind == "classifier" else "classifier"
+    for suffix in (".pt", ".json"):
+        src = Path(__file__).parents[2] / "autofocus" / "weights" / f"{other}{suffix}"
+        (tmp_path / f"{other}{suffix}").write_bytes(src.read_bytes())
+    return LocalScorer(weights_dir=str(tmp_path), detect_blank_fields=False)
+
+
+def _textured_frame(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.poisson(200 + 100 * rng.random((256, 256))).astype(np.uint16)
+
+
 def test_optics_recipe_records_its_architecture_and_the_scorer_feeds_the_optics(
     tmp_path: Path,
 ) -> None:
     """The recipe's card lists the optics input, the registry rebuilds it, and the scorer
     gives it the objective's optics (an untrained head: this tests the wiring, not what
     training makes of it)."""
-    from autofocus.models import N_OPTICS_FEATURES
     from autofocus.optics import get_objective
-    from autofocus.scorer import LocalScorer
 
-    card = train(_tiny(optics_input=True), tmp_path)
-    assert card["architecture"]["optics_features"] == N_OPTICS_FEATURES
-    assert card["training"]["recipe"]["optics_input"] is True
-    model, _ = load_model("classifier", tmp_path)
-    assert model.optics_features == N_OPTICS_FEATURES
+    scorer = _scorer_with_optics_model("classifier", tmp_path)
+    frame = _textured_frame(3)
     # the scorer tells it the objective (a custom one: presets have their own classifier)
-    for suffix in (".pt", ".json"):
-        src = Path(__file__).parents[2] / "autofocus" / "weights" / f"regressor{suffix}"
-        (tmp_path / f"regressor{suffix}").write_bytes(src.read_bytes())
-    scorer = LocalScorer(weights_dir=str(tmp_path), detect_blank_fields=False)
-    rng = np.random.default_rng(3)
-    frame = rng.poisson(200 + 100 * rng.random((256, 256))).astype(np.uint16)
     custom = get_objective("20X").model_copy(update={"name": "my-20x"})
     told = scorer.score(frame, custom).probabilities
     untold = scorer.score(frame).probabilities
@@ -327,20 +339,10 @@ def test_optics_recipe_records_its_architecture_and_the_scorer_feeds_the_optics(
 def test_a_regressor_with_optics_is_told_them_by_both_scoring_paths(tmp_path: Path) -> None:
     """The regressor recipe with optics input: its card lists them, and ``score`` and
     ``blur_score`` both hand the objective's optics to it (the same b either way)."""
-    from autofocus.models import N_OPTICS_FEATURES
     from autofocus.optics import get_objective
-    from autofocus.scorer import LocalScorer
 
-    card = train(_tiny(model="regressor", optics_input=True, n_fields=64), tmp_path)
-    assert card["architecture"]["optics_features"] == N_OPTICS_FEATURES
-    model, _ = load_model("regressor", tmp_path)
-    assert model.optics_features == N_OPTICS_FEATURES
-    for suffix in (".pt", ".json"):
-        src = Path(__file__).parents[2] / "autofocus" / "weights" / f"classifier{suffix}"
-        (tmp_path / f"classifier{suffix}").write_bytes(src.read_bytes())
-    scorer = LocalScorer(weights_dir=str(tmp_path), detect_blank_fields=False)
-    rng = np.random.default_rng(4)
-    frame = rng.poisson(200 + 100 * rng.random((256, 256))).astype(np.uint16)
+    scorer = _scorer_with_optics_model("regressor", tmp_path, n_fields=64)
+    frame = _textured_frame(4)
     obj = get_objective("20X")
     told = scorer.score(frame, obj, with_patches=True).regressor_patches
     untold = scorer.score(frame, with_patches=True).regressor_patches
