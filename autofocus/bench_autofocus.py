@@ -374,7 +374,7 @@ def run_autofocus_benchmark(
     *,
     scorer: Any = None,
     replay: Any = None,
-    replay_objective: str | None = None,
+    replay_objective: str | Objective | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; writes ``autofocus.json``, ``autofocus.md`` and

@@ -523,7 +523,9 @@ def bench_autofocus(
         Path | None, typer.Option(help="recorded z-stack (folder or TIFF) instead")
     ] = None,
     true_focus_um: Annotated[float | None, typer.Option(help="replay: in-focus z")] = None,
-    objective: Annotated[str | None, typer.Option(help="replay: objective preset")] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="replay: the stack's objective, " + _OBJECTIVE_FORMS)
+    ] = None,
     z_csv: Annotated[
         Path | None, typer.Option(help="replay: CSV of index,z_um for the stack's planes")
     ] = None,
@@ -554,12 +556,15 @@ def bench_autofocus(
         workers=workers,
     )
     stack = None
+    obj = None
     if replay is not None:
+        from autofocus.optics import parse_objective
         from simulators.replay import ZStack
 
+        obj = parse_objective(objective) if objective is not None else None
         stack = ZStack.load(replay, z_csv, z_step_um, true_focus_um=true_focus_um)
     run_autofocus_benchmark(
-        output, settings, replay=stack, replay_objective=objective, progress=typer.echo
+        output, settings, replay=stack, replay_objective=obj, progress=typer.echo
     )
     typer.echo((output / "autofocus.md").read_text("utf-8"))
     typer.echo(f"wrote {output / 'autofocus.json'} and {output / 'autofocus_images.png'}")

@@ -395,3 +395,33 @@ def test_the_service_benchmark_says_why_its_server_did_not_start(tmp_path: Path)
 
     with pytest.raises(ServiceError, match=r"exited with code 2 while starting: .*is missing"):
         run_service_benchmark(tmp_path / "s.json", weights_dir=tmp_path / "nosuch")
+
+
+def test_a_replayed_stack_is_benchmarked_with_the_users_objective(tmp_path: Path) -> None:
+    """``bench autofocus --replay`` with an objective given by its fields: calibrated and
+    searched under that name, within a DOF of the recorded focus."""
+    import json
+
+    from autofocus.optics import get_objective
+    from simulators.camera import CameraModel
+    from simulators.series import render_series
+    from simulators.specimens import make_specimen
+
+    obj = get_objective("10X")
+    z_um = np.arange(-30.0, 31.0, 3.0)
+    series = render_series(
+        make_specimen("tissue", seed=3), obj, z_um, shape=(256, 256), camera=CameraModel(), seed=1
+    )
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack(series.frames))
+    out = tmp_path / "bench"
+    argv = ["bench", "autofocus", "--replay", str(stack), "--z-step-um", "3"]
+    argv += ["--true-focus-um", "30", "--trials", "1", "--output", str(out)]
+    own = "name=my10x,magnification=10,na=0.3,camera_pixel_size_um=10"
+    assert main([*argv, "--objective", own]) == 0
+    report = json.loads((out / "autofocus.json").read_text())
+    assert list(report["calibrations"]) == ["my10x"]
+    search = [r for r in report["rows"] if r["method"] == "search"]
+    assert search and all(r["objective"] == "my10x" for r in search)
+    assert abs(search[0]["error_um"]) < obj.dof_um
+    assert main([*argv, "--objective", "99X"]) == 2
