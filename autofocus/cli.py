@@ -197,6 +197,21 @@ def _fill_range(text: str | None) -> tuple[float, float] | None:
     return check_condenser_fill(values)
 
 
+def _pair(flag: str, text: str | None) -> tuple[float, float] | None:
+    """``"0.2,1.49"`` -> ``(0.2, 1.49)`` (the range itself is checked by the recipe)."""
+    from autofocus.errors import InvalidInputError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInputError(
+            f"{flag} must be two comma-separated numbers, not {text!r}"
+        ) from None
+    return lo, hi
+
+
 def _names(text: str) -> tuple[str, ...]:
     """``"a, b,,c"`` -> ``("a", "b", "c")`` (blanks dropped)."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -250,6 +265,20 @@ def train(
             "of the objective's drawn from lo,hi (e.g. 0.6,0.8) [a point source]"
         ),
     ] = None,
+    na_range: Annotated[
+        str | None, typer.Option(help="NA drawn for each field, lo,hi [0.2,1.35]")
+    ] = None,
+    sampling_range: Annotated[
+        str | None,
+        typer.Option(help="pixel size over lambda/(2 NA) drawn for each field, lo,hi [0.5,1.4]"),
+    ] = None,
+    immersion: Annotated[
+        str | None,
+        typer.Option(
+            help="'by_na' (air below NA 0.95, water to 1.2, oil above) or 'mixed' (water, "
+            "silicone, glycerol and oil at every NA they reach) [by_na]"
+        ),
+    ] = None,
     optics_input: Annotated[
         bool,
         typer.Option(
@@ -284,6 +313,9 @@ def train(
         "blur_ray": blur_ray,
         "objective": objective,
         "condenser_fill": _fill_range(condenser_fill),
+        "na_range": _pair("--na-range", na_range),
+        "sampling_range": _pair("--sampling-range", sampling_range),
+        "immersion": immersion,
         "optics_input": optics_input or None,
     }
     changes = {k: v for k, v in given.items() if v is not None}

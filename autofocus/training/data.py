@@ -52,7 +52,9 @@ __all__ = [
     "DomainConfig",
     "FieldSample",
     "check_condenser_fill",
+    "check_range",
     "generate_fields",
+    "immersion_index_for",
     "random_objective",
 ]
 
@@ -72,6 +74,10 @@ class DomainConfig:
     wavelength_um_range: tuple[float, float] = (0.45, 0.68)
     sampling_range: tuple[float, float] = (0.5, 1.4)
     """pixel size as a multiple of lambda / (2 NA) (0.5 = Nyquist)."""
+    immersion: Literal["by_na", "mixed"] = "by_na"
+    """``by_na``: air below NA 0.95, water to 1.2, oil above (the draws of every recipe
+    before this option).  ``mixed``: also water objectives at low NA and silicone,
+    glycerol and oil at any NA they can reach (see :func:`immersion_index_for`)."""
     aberration_waves_max: float = 0.10
     photons_range: tuple[float, float] = (50.0, 20000.0)
     """peak photoelectrons of a bright in-focus structure (log-uniform)."""
@@ -110,7 +116,14 @@ class DomainConfig:
     Koehler renderer was trained on."""
 
     def __post_init__(self) -> None:
-        check_blur_ray(self.blur_ray)  # here, not in a rendering worker
+        # here, not in a rendering worker
+        check_blur_ray(self.blur_ray)
+        if self.immersion not in ("by_na", "mixed"):
+            raise InvalidInputError(f"immersion must be 'by_na' or 'mixed', not {self.immersion!r}")
+        check_range("na_range", self.na_range, 0.05, max(IMMERSION_INDICES) * MAX_NA_OVER_N)
+        check_range("sampling_range", self.sampling_range, 0.2, 3.0)
+        if self.immersion == "by_na" and self.na_range[1] > 1.515:
+            raise InvalidInputError("NA above 1.515 needs another immersion")
 
 
 @dataclass
@@ -129,13 +142,38 @@ class FieldSample:
     meta: dict = field(default_factory=dict)
 
 
-def random_objective(rng: np.random.Generator, cfg: DomainConfig) -> Objective:
+IMMERSION_INDICES = (1.0, 1.33, 1.405, 1.47, 1.515)
+"""Air, water, silicone oil, glycerol, oil."""
+MAX_NA_OVER_N = 0.985
+"""The steepest cone an objective's immersion allows it (NA 1.49 in oil: 0.983)."""
+
+
+def immersion_index_for(na: float, side: np.random.Generator) -> float:
+    """``mixed`` immersion: below NA 0.95 air (70 %) or any immersion; from 0.95 any
+    immersion that reaches the NA (NA / n <= :data:`MAX_NA_OVER_N`), uniformly."""
+    usable = [n for n in IMMERSION_INDICES if na / n <= MAX_NA_OVER_N]
+    if na < 0.95 and side.random() < 0.7:
+        return 1.0
+    wet = [n for n in usable if n > 1.0]
+    if not wet:
+        raise InvalidInputError(f"no immersion reaches NA {na:g}")
+    return float(wet[int(side.integers(len(wet)))])
+
+
+def random_objective(
+    rng: np.random.Generator, cfg: DomainConfig, side: np.random.Generator | None = None
+) -> Objective:
+    """The field's objective: ``cfg.objective``, or NA, wavelength and sampling drawn
+    from ``rng``; a ``mixed`` immersion is drawn from ``side`` (a stream of its own, so
+    that the other draws stay those of the ``by_na`` recipes)."""
     if cfg.objective is not None:
         from autofocus.optics import get_objective
 
         return get_objective(cfg.objective)
     na = float(rng.uniform(*cfg.na_range))
-    if na < 0.95:
+    if cfg.immersion == "mixed":
+        n = immersion_index_for(na, side if side is not None else rng)
+    elif na < 0.95:
         n = 1.0
     elif na < 1.2:
         n = 1.33
@@ -152,6 +190,17 @@ def random_objective(rng: np.random.Generator, cfg: DomainConfig) -> Objective:
         camera_pixel_size_um=px * mag,
         wavelength_um=lam,
     )
+
+
+def check_range(name: str, value: object, lo: float, hi: float) -> tuple[float, float]:
+    """Two finite numbers ``lo <= a <= b <= hi`` (a range of a domain draw)."""
+    try:
+        a, b = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be two numbers (lo, hi), got {value!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b) and lo <= a <= b <= hi):
+        raise InvalidInputError(f"{name} must satisfy {lo:g} <= lo <= hi <= {hi:g}, got {value!r}")
+    return a, b
 
 
 def check_condenser_fill(value: object) -> tuple[float, float] | None:
@@ -216,7 +265,7 @@ def render_field_sample(i: int, seed: int, cfg: DomainConfig) -> FieldSample:
     from simulators.specimens import make_specimen
 
     rng = np.random.default_rng([seed, i])
-    obj = random_objective(rng, cfg)
+    obj = random_objective(rng, cfg, np.random.default_rng([seed, i, 2]))
     dz = _sample_abs_dz_um(rng, cfg, obj)
     dz *= 1 if rng.random() < 0.5 else -1
     a = cfg.aberration_waves_max

@@ -79,6 +79,13 @@ class Recipe:
     condenser_fill: tuple[float, float] | None = None
     """Brightfield fields under Koehler illumination, condenser NA = fill x NA with fill
     uniform in this range; None: a point source (see ``DomainConfig.condenser_fill``)."""
+    na_range: tuple[float, float] | None = None
+    """NA drawn for each field (random optics); None: ``DomainConfig.na_range``."""
+    sampling_range: tuple[float, float] | None = None
+    """Pixel size as a multiple of lambda / (2 NA), drawn for each field; None:
+    ``DomainConfig.sampling_range`` (0.5-1.4: in-focus spots of 0.71-2 px)."""
+    immersion: str | None = None
+    """``by_na`` or ``mixed`` (see ``DomainConfig.immersion``); None: ``by_na``."""
     optics_input: bool = False
     """The head is also told the frame's optics
     (:func:`autofocus.models.optics_features`); each training batch hides them (zeros)
@@ -292,6 +299,16 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
                 f"max_blur_px must be in (30, {2 * REGRESSOR_PATCH}] px, got {recipe.max_blur_px}"
             )
         cfg = replace(cfg, max_blur_px=float(recipe.max_blur_px))
+    optics_domain = {
+        k: getattr(recipe, k)
+        for k in ("na_range", "sampling_range", "immersion")
+        if getattr(recipe, k) is not None
+    }
+    if optics_domain and recipe.objective is not None:
+        raise InvalidInputError(
+            f"{', '.join(optics_domain)}: a preset's classifier sees only its own optics"
+        )
+    cfg = replace(cfg, **optics_domain)  # DomainConfig checks them
     if recipe.blur_ray is not None:
         if kind != "regressor":
             raise InvalidInputError("blur_ray applies to the regressor only")

@@ -104,6 +104,11 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"blur_ray": "mean"},  # the classifier's levels are always the mean ray's
         {"model": "regressor", "blur_ray": "chief"},
         {"objective": "20X", "optics_input": True},  # one preset: its optics never vary
+        {"objective": "20X", "immersion": "mixed"},
+        {"na_range": (0.2, 2.0)},  # no immersion reaches NA 2
+        {"na_range": (1.0, 0.5)},
+        {"sampling_range": (0.1, 1.0)},
+        {"immersion": "honey"},
     ],
 )
 def test_bad_recipes_are_refused_before_rendering(tmp_path: Path, changes: dict) -> None:
@@ -351,3 +356,30 @@ def test_a_regressor_with_optics_is_told_them_by_both_scoring_paths(tmp_path: Pa
     fast = scorer.blur_score(frame, obj, with_patches=True).regressor_patches
     for key in ("texture", "blur_px"):
         np.testing.assert_array_equal(fast.values[key], told.values[key])
+
+
+def test_mixed_immersion_draws_every_immersion_within_its_reach() -> None:
+    """``immersion="mixed"``: water, silicone, glycerol and oil objectives as well as air,
+    each only at NAs it can reach; the NA, wavelength and sampling draws are those of
+    the ``by_na`` stream (the immersion has a side stream of its own)."""
+    from autofocus.training.data import (
+        IMMERSION_INDICES,
+        MAX_NA_OVER_N,
+        DomainConfig,
+        random_objective,
+    )
+
+    mixed = DomainConfig(na_range=(0.1, 1.49), immersion="mixed")
+    by_na = DomainConfig(na_range=(0.1, 1.49))
+    seen = set()
+    for i in range(400):
+        a = random_objective(np.random.default_rng([0, i]), mixed, np.random.default_rng([0, i, 2]))
+        b = random_objective(np.random.default_rng([0, i]), by_na)
+        assert (a.na, a.wavelength_um, a.camera_pixel_size_um) == (
+            b.na,
+            b.wavelength_um,
+            b.camera_pixel_size_um,
+        )
+        assert a.na / a.immersion_index <= MAX_NA_OVER_N
+        seen.add(a.immersion_index)
+    assert seen == set(IMMERSION_INDICES)
