@@ -533,6 +533,7 @@ class _State:
     last_estimate_um: float | None = None
     pair_blocked_at_um: float | None = None
     bracket: tuple[float, float] | None = None
+    agreed_tried: bool = False
     compute_s: float = 0.0
 
 
@@ -912,9 +913,50 @@ class FocusSearch:
             beyond = min(max(z_new + direction * self.flank_um, lo), hi)
             if self._new_z(beyond, z):
                 return
+        if not self._s.agreed_tried and self._can_image():
+            # downhill ran into a field without texture: the direction came from far
+            # samples whose b no longer rises with distance (sparse beads); image the
+            # focus that their calibrated distances agree on instead, once
+            self._s.agreed_tried = True
+            agreed = self._agreed_focus(z, b)
+            if agreed is not None and self._new_z(min(max(agreed, lo), hi), z):
+                logger.debug("expansion stalled; probing the agreed focus %.1f um", agreed)
+                return
         self._finish(
             "failed", "bracket expansion stalled", z=self._best_effort(z, b), estimate=None
         )
+
+    def _agreed_focus(self, z: np.ndarray, b: np.ndarray) -> float | None:
+        """Where the textured samples' distances from focus agree, ignoring the sign.
+
+        Each sample ``i`` puts focus at ``z_i - d_i`` or ``z_i + d_i`` with ``d_i`` the
+        calibrated |dz| of its b (:meth:`BlurCurve.abs_dz_um`, no gain or offset, so
+        saturated far samples cannot stretch it).  The candidate with the least summed
+        distance to each sample's nearer one wins.  Left out: candidates at an image
+        already taken, and candidates nearer to an image without texture than to the
+        farthest textured one (a specimen that shows texture that far from focus shows
+        it nearer too), which rules out the mirror of the true focus beyond samples on
+        one side.  None when there is no such candidate.
+        """
+        d = np.array([self.curve.abs_dz_um(float(v)) for v in b])
+        ok = np.isfinite(d)
+        if ok.sum() < 2:
+            return None
+        lo_c, hi_c = z[ok] - d[ok], z[ok] + d[ok]
+        cands = np.concatenate([lo_c, hi_c])
+        empty = np.array([o.z_um for o in self._s.obs if not math.isfinite(o.b_px)])
+        taken = np.array([o.z_um for o in self._s.obs])
+        keep = np.min(np.abs(cands[:, None] - taken[None, :]), axis=1) > self.precision_um
+        if empty.size:
+            farthest = np.max(np.abs(cands[:, None] - z[None, :]), axis=1)
+            keep &= np.min(np.abs(cands[:, None] - empty[None, :]), axis=1) > farthest
+        if not keep.any():
+            return None
+        cands = cands[keep]
+        cost = np.minimum(
+            np.abs(cands[:, None] - lo_c[None, :]), np.abs(cands[:, None] - hi_c[None, :])
+        ).sum(axis=1)
+        return float(cands[int(np.argmin(cost))])
 
     # ---- symmetric flank pair (step 5) --------------------------------------------
     def _flank_distance(self) -> float:

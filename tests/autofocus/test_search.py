@@ -761,3 +761,28 @@ def test_focus_blur_cap_never_falls_below_the_trusted_blur(curve: BlurCurve) -> 
     assert FocusSearch(0.0, curve, cfg)._focus_blur_cap() == 50.0
     assert FocusSearch(0.0, curve, SearchConfig())._focus_blur_cap() == 40.0
     assert FocusSearch(0.0, curve, SearchConfig(max_focus_blur_px=None))._focus_blur_cap() is None
+
+
+def _fading_far_beads(z: float) -> float:
+    """Sparse beads seen by a regressor whose far b stops rising: beyond 75 um it falls
+    slowly with the distance (the beads fade into the noise), so downhill points away
+    from focus; the field is empty beyond 110 um."""
+    if abs(z) > 110.0:
+        return math.nan
+    if abs(z) > 75.0:
+        return float(oracle_b(75.0, K)) - 0.05 * (abs(z) - 75.0)
+    return float(oracle_b(z, K))
+
+
+@pytest.mark.parametrize("start", [-100.0, 100.0])
+def test_expansion_into_an_empty_field_tries_where_the_samples_agree(
+    curve: BlurCurve, start: float
+) -> None:
+    """Downhill leads away from focus into the empty field: the search images the
+    focus the samples' calibrated distances agree on (not its mirror beyond them, next
+    to the empty images) and converges, instead of failing 'expansion stalled'."""
+    cfg = SearchConfig(z_limits_um=(-500, 500), max_images=12)
+    res = find_focus(_fading_far_beads, start, curve, cfg)
+    assert res.status == "converged", res.reason
+    assert abs(res.z_um) < 0.5
+    assert any(not math.isfinite(b) for _, b in res.trace)  # it did run into the void
