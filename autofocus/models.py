@@ -251,13 +251,14 @@ N_OPTICS_FEATURES = 4
 
 
 def optics_features(objective: Objective | None) -> np.ndarray:
-    """What a classifier built with optics features is told of the frame's objective.
+    """What a model (classifier or regressor) built with optics features is told of the
+    frame's objective.
 
     ``[known, ln(spot px), NA, NA / n]`` with the spot ``lambda / (2 NA)`` in sample
     pixels (:attr:`Objective.spot_px`, binning included; the in-focus resolution in
     pixels), float32; all zeros when the objective is unknown (the training shows 20 %
-    of its patches that way, so the model also works without it).  The training covers
-    spots of 0.71-2.0 px and NA 0.2-1.35 (n 1.0 below NA 0.95, 1.33 to 1.2, 1.515
+    of its patches that way, so the model also works without it).  The shipped recipes
+    cover spots of 0.71-2.0 px and NA 0.2-1.35 (n 1.0 below NA 0.95, 1.33 to 1.2, 1.515
     above); optics outside that are extrapolation.
     """
     from autofocus.errors import InvalidInputError
