@@ -269,7 +269,10 @@ def parse_objective(text: str) -> Objective:
     for key, obj in OBJECTIVE_PRESETS.items():
         if key.lower() == text.lower():
             return obj
+    path = Path(text).expanduser()
     try:
+        if text and path.suffix.lower() == ".json" and path.is_file():
+            return Objective.model_validate_json(path.read_bytes())
         if "=" in text:
             fields: dict[str, object] = {}
             for item in text.split(","):
@@ -280,9 +283,6 @@ def parse_objective(text: str) -> Objective:
                     raise InvalidInputError(f"objective field {key!r} is given twice")
                 fields[key] = value
             return Objective.model_validate({"name": "custom", **fields})
-        path = Path(text).expanduser()
-        if text and path.suffix.lower() == ".json" and path.is_file():
-            return Objective.model_validate_json(path.read_bytes())
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'objective'}: {err['msg']}"

@@ -122,8 +122,6 @@ class DomainConfig:
             raise InvalidInputError(f"immersion must be 'by_na' or 'mixed', not {self.immersion!r}")
         check_range("na_range", self.na_range, 0.05, max(IMMERSION_INDICES) * MAX_NA_OVER_N)
         check_range("sampling_range", self.sampling_range, 0.2, 3.0)
-        if self.immersion == "by_na" and self.na_range[1] > 1.515:
-            raise InvalidInputError("NA above 1.515 needs another immersion")
 
 
 @dataclass

@@ -123,6 +123,9 @@ def test_parse_objective_takes_a_preset_fields_or_a_json_file(tmp_path) -> None:
     f = tmp_path / "obj.json"
     f.write_text(named.model_dump_json())
     assert parse_objective(str(f)) == named
+    odd = tmp_path / "na=0.95.json"  # a file, even with '=' in its name
+    odd.write_text(named.model_dump_json())
+    assert parse_objective(str(odd)) == named
 
 
 @pytest.mark.parametrize(
