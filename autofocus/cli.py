@@ -499,6 +499,11 @@ def calibrate(
     from calibration.wizard import open_microscope, save_calibration
 
     obj = parse_objective(objective)
+    if "=" in objective and "name" not in {f.split("=")[0].strip() for f in objective.split(",")}:
+        raise typer.BadParameter(
+            "name your objective (name=...): the name keys its calibration in the store",
+            param_hint="--objective",
+        )
     if backend not in ("simulator", "pymmcore", "pycromanager"):
         raise typer.BadParameter(f"unknown backend {backend!r}", param_hint="--backend")
     if not microscope.strip():

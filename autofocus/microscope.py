@@ -252,7 +252,12 @@ def autofocus_on(
     cfg = cfg.model_copy(update={"z_limits_um": (max(m_lo, c_lo), min(m_hi, c_hi))})
     cfg = SearchConfig.model_validate(cfg.model_dump())
     z0 = microscope.get_z_um()
-    obj = objective or getattr(microscope, "objective", None)
+    # the optics the calibration was scored with, when neither names an objective
+    obj = (
+        objective
+        or getattr(microscope, "objective", None)
+        or getattr(calibration, "objective", None)
+    )
     measure = make_measure(microscope, scorer, obj)
     try:
         res = find_focus(measure, z0, calibration, cfg)

@@ -919,7 +919,7 @@ class FocusSearch:
             # focus that their calibrated distances agree on instead, once
             self._s.agreed_tried = True
             agreed = self._agreed_focus(z, b)
-            if agreed is not None and self._new_z(min(max(agreed, lo), hi), z):
+            if agreed is not None and self._new_z(agreed, z):
                 logger.debug("expansion stalled; probing the agreed focus %.1f um", agreed)
                 return
         self._finish(
@@ -936,7 +936,8 @@ class FocusSearch:
         already taken, and candidates nearer to an image without texture than to the
         farthest textured one (a specimen that shows texture that far from focus shows
         it nearer too), which rules out the mirror of the true focus beyond samples on
-        one side.  None when there is no such candidate.
+        one side, and candidates outside the soft limits.  None when there is no such
+        candidate.
         """
         d = np.array([self.curve.abs_dz_um(float(v)) for v in b])
         ok = np.isfinite(d)
@@ -944,9 +945,15 @@ class FocusSearch:
             return None
         lo_c, hi_c = z[ok] - d[ok], z[ok] + d[ok]
         cands = np.concatenate([lo_c, hi_c])
+        z_lo, z_hi = self.config.z_limits_um
+        cands = cands[(cands >= z_lo) & (cands <= z_hi)]
+        if not cands.size:
+            return None
         empty = np.array([o.z_um for o in self._s.obs if not math.isfinite(o.b_px)])
         taken = np.array([o.z_um for o in self._s.obs])
-        keep = np.min(np.abs(cands[:, None] - taken[None, :]), axis=1) > self.precision_um
+        keep = np.ones(cands.size, bool)
+        if taken.size:
+            keep &= np.min(np.abs(cands[:, None] - taken[None, :]), axis=1) > self.precision_um
         if empty.size:
             farthest = np.max(np.abs(cands[:, None] - z[None, :]), axis=1)
             keep &= np.min(np.abs(cands[:, None] - empty[None, :]), axis=1) > farthest

@@ -246,9 +246,13 @@ class FocusController:
         return self._microscope
 
     def _objective(self) -> Objective | None:
+        """The given objective, else the microscope's, else the calibration's (the
+        models are told the optics the calibration was scored with)."""
         if self.objective is not None:
             return self.objective
-        return getattr(self._microscope, "objective", None)
+        return getattr(self._microscope, "objective", None) or getattr(
+            self.calibration, "objective", None
+        )
 
     # ---- cancellation ----------------------------------------------------------------
     def cancel(self) -> None:

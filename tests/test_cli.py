@@ -381,6 +381,10 @@ def test_more_options_are_checked_before_any_work(tmp_path: Path, capsys) -> Non
     for argv, why in (
         (["score", str(img), "--csv", str(out / "s.csv"), "--objective", ""], "unknown objective"),
         (["bench", "autofocus", "--output", str(out), "--max-offset-dof", "inf"], "finite"),
+        (
+            ["calibrate", "--objective", "magnification=20,na=0.5", "--yes", "--output", str(out)],
+            "name your objective",
+        ),
         (["bench", "autofocus", "--output", str(out), "--z-step-um", "2"], "with --replay"),
     ):
         assert main(argv) == 2, argv

@@ -160,6 +160,19 @@ class FolderCalibrations:
         return cal.curve
 
 
+def _calibration_objective(doc: dict[str, Any]) -> Objective | None:
+    """The objective a calibration document records (None when it records none)."""
+    raw = doc.get("objective")
+    if not isinstance(raw, dict):
+        return None
+    from pydantic import ValidationError
+
+    try:
+        return Objective.model_validate(raw)
+    except ValidationError:
+        return None
+
+
 def default_search_factory(
     curve: BlurCurve,
     z_start_um: float,
@@ -236,6 +249,8 @@ class SessionManager:
                 "unknown_name",
             )
         curve = self.calibrations.curve(calibration_id)
+        if objective is None:  # score with the optics the calibration was made with
+            objective = _calibration_objective(self.calibrations.get(calibration_id))
         search = self._factory(curve, float(z_start_um), z_limits_um, dict(options))
         self.expire()
         with self._lock:

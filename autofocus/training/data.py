@@ -170,7 +170,9 @@ def random_objective(
         return get_objective(cfg.objective)
     na = float(rng.uniform(*cfg.na_range))
     if cfg.immersion == "mixed":
-        n = immersion_index_for(na, side if side is not None else rng)
+        if side is None:
+            raise InvalidInputError("a mixed immersion is drawn from a side stream: pass side")
+        n = immersion_index_for(na, side)
     elif na < 0.95:
         n = 1.0
     elif na < 1.2:

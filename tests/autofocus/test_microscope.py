@@ -114,3 +114,33 @@ def test_autofocus_on_failure_leaves_stage_inside_limits(demo_core) -> None:
     res = autofocus_on(scope, EmptyScorer(), curve, SearchConfig(on_failure="warn"))
     assert res.status == "undetermined"
     assert scope.get_z_um() == pytest.approx(3.0, abs=0.03)  # no move
+
+
+def test_autofocus_on_scores_with_the_calibrations_objective_when_none_is_given(
+    demo_core,
+) -> None:
+    """The models are told the optics, so a search must score with those its
+    calibration was made with: when neither the caller nor the microscope names an
+    objective, the calibration's is used."""
+    from types import SimpleNamespace
+
+    from focus_oracle import make_score
+
+    from autofocus.curve import BlurCurve
+    from autofocus.microscope import autofocus_on
+    from autofocus.optics import get_objective
+    from autofocus.search import SearchConfig
+
+    seen: list = []
+
+    class Recording:
+        def score(self, frame, objective=None, *, with_patches=False):
+            seen.append(objective)
+            return make_score(float("nan"))
+
+    curve = BlurCurve(baseline_px=40, amplitude_px=38, gamma_um=20, alpha=0.7)
+    cal = SimpleNamespace(curve=curve, objective=get_objective("40X"))
+    scope = CoreMicroscope(demo_core, z_limits_um=(-20, 20))
+    scope.objective = None  # a microscope that does not know its objective
+    autofocus_on(scope, Recording(), cal, SearchConfig(on_failure="warn"))
+    assert seen and all(o == get_objective("40X") for o in seen)

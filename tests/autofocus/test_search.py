@@ -786,3 +786,17 @@ def test_expansion_into_an_empty_field_tries_where_the_samples_agree(
     assert res.status == "converged", res.reason
     assert abs(res.z_um) < 0.5
     assert any(not math.isfinite(b) for _, b in res.trace)  # it did run into the void
+
+
+def test_the_agreed_focus_stays_inside_the_soft_limits(curve: BlurCurve) -> None:
+    """Candidates beyond the limits are dropped before the choice (not clipped onto the
+    limit after it, where an image may already be)."""
+    cfg = SearchConfig(z_limits_um=(-40.0, 200.0))
+    search = FocusSearch(100.0, curve, cfg)
+    z = np.array([60.0, 80.0, 100.0])
+    b = np.array([float(oracle_b(v, K)) for v in z])
+    free = search._agreed_focus(z, b)
+    assert free is not None and abs(free) < 5.0  # focus at 0: inside these limits
+    tight = FocusSearch(100.0, curve, cfg.model_copy(update={"z_limits_um": (30.0, 200.0)}))
+    got = tight._agreed_focus(z, b)
+    assert got is None or 30.0 <= got <= 200.0

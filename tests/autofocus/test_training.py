@@ -383,3 +383,22 @@ def test_mixed_immersion_draws_every_immersion_within_its_reach() -> None:
         assert a.na / a.immersion_index <= MAX_NA_OVER_N
         seen.add(a.immersion_index)
     assert seen == set(IMMERSION_INDICES)
+
+
+def test_mixed_immersion_needs_its_side_stream_and_leaves_every_other_draw() -> None:
+    """The rendering path draws the immersion from ``(seed, i, 2)``: defocus, specimen,
+    aberrations and camera of each field are those of the ``by_na`` stream."""
+    from autofocus.training.data import DomainConfig, random_objective, render_field_sample
+
+    mixed = DomainConfig(immersion="mixed", field_px=64)
+    with pytest.raises(InvalidInputError, match="side"):
+        random_objective(np.random.default_rng(0), mixed)
+    by_na = DomainConfig(field_px=64)
+    for i in range(6):
+        a, b = render_field_sample(i, 0, mixed), render_field_sample(i, 0, by_na)
+        assert (a.level, a.specimen, a.meta["aberrations"]) == (
+            b.level,
+            b.specimen,
+            b.meta["aberrations"],
+        )
+        assert a.objective.na == b.objective.na
