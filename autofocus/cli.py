@@ -15,10 +15,11 @@ import typer
 
 from autofocus.errors import AutofocusError
 from autofocus.io import check_writable
+from autofocus.optics import OBJECTIVE_PRESETS
 from autofocus.service.protocol import check_endpoint
 
 _OBJECTIVE_FORMS = (
-    "a preset (10X, 20X, 40X, 10x-0.3-air, 60x-1.4-oil), Objective fields "
+    f"a preset ({', '.join(OBJECTIVE_PRESETS)}), Objective fields "
     "(name=my60x,magnification=60,na=1.42,immersion_index=1.515,camera_pixel_size_um=6.5,"
     "wavelength_um=0.52,binning=1) or a JSON file of them"
 )
@@ -183,18 +184,11 @@ def _int_list(flag: str, text: str | None) -> tuple[int, ...] | None:
 
 def _fill_range(text: str | None) -> tuple[float, float] | None:
     """``"0.6,0.8"`` -> ``(0.6, 0.8)``; ``"none"`` or None -> None (a point source)."""
-    from autofocus.errors import InvalidInputError
     from autofocus.training.data import check_condenser_fill
 
     if text is None or text.strip().lower() == "none":
         return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise InvalidInputError(
-            f"--condenser-fill must be two comma-separated numbers (lo,hi) or none, not {text!r}"
-        ) from None
-    return check_condenser_fill(values)
+    return check_condenser_fill(_pair("--condenser-fill", text))
 
 
 def _pair(flag: str, text: str | None) -> tuple[float, float] | None:
@@ -337,8 +331,7 @@ def score(
     objective: Annotated[
         str | None,
         typer.Option(
-            help="objective (gives |dz| in um and the optics to the classifier): "
-            + _OBJECTIVE_FORMS
+            help="objective (gives |dz| in um, and its optics to the models): " + _OBJECTIVE_FORMS
         ),
     ] = None,
 ) -> None:
@@ -499,7 +492,7 @@ def calibrate(
     from calibration.wizard import open_microscope, save_calibration
 
     obj = parse_objective(objective)
-    if "=" in objective and "name" not in {f.split("=")[0].strip() for f in objective.split(",")}:
+    if obj.name == "custom":  # the default name of inline fields
         raise typer.BadParameter(
             "name your objective (name=...): the name keys its calibration in the store",
             param_hint="--objective",

@@ -266,9 +266,8 @@ def parse_objective(text: str) -> Objective:
     if not isinstance(text, str):
         raise InvalidInputError(f"expected an objective as text, got {type(text)!r}")
     text = text.strip()
-    for key, obj in OBJECTIVE_PRESETS.items():
-        if key.lower() == text.lower():
-            return obj
+    if text.lower() in {key.lower() for key in OBJECTIVE_PRESETS}:
+        return get_objective(text)
     path = Path(text).expanduser()
     try:
         if text and path.suffix.lower() == ".json" and path.is_file():

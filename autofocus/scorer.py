@@ -5,9 +5,10 @@ pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
 normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
 networks in batches under ``torch.inference_mode`` -> aggregate.  Frames taken
 with an objective preset that has its own classifier (``classifier-<preset>``, trained
-for that objective's optics only) are scored by it; all others by the general one,
-which, when its card says it was built with optics features, is told the objective's
-(:func:`autofocus.models.optics_features`; zeros when no objective is given).
+for that objective's optics only) are scored by it; all others by the general one.
+Each network whose card says it was built with optics features (the general classifier
+and the regressor) is told the objective's (:func:`autofocus.models.optics_features`;
+zeros when no objective is given).
 
 Aggregation
 -----------

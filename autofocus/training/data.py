@@ -192,14 +192,21 @@ def random_objective(
     )
 
 
-def check_range(name: str, value: object, lo: float, hi: float) -> tuple[float, float]:
-    """Two finite numbers ``lo <= a <= b <= hi`` (a range of a domain draw)."""
+def check_range(
+    name: str, value: object, lo: float, hi: float, *, lo_open: bool = False, why: str = ""
+) -> tuple[float, float]:
+    """Two finite numbers ``lo <= a <= b <= hi`` (``lo < a`` with ``lo_open``): a range
+    of a domain draw.  ``why`` is added to the error message."""
     try:
         a, b = (float(v) for v in value)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise InvalidInputError(f"{name} must be two numbers (lo, hi), got {value!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b) and lo <= a <= b <= hi):
-        raise InvalidInputError(f"{name} must satisfy {lo:g} <= lo <= hi <= {hi:g}, got {value!r}")
+    low_ok = lo < a if lo_open else lo <= a
+    if not (math.isfinite(a) and math.isfinite(b) and low_ok and a <= b <= hi):
+        raise InvalidInputError(
+            f"{name} must satisfy {lo:g} {'<' if lo_open else '<='} lo <= hi <= {hi:g}"
+            f"{why}, got {value!r}"
+        )
     return a, b
 
 
@@ -207,18 +214,9 @@ def check_condenser_fill(value: object) -> tuple[float, float] | None:
     """``(lo, hi)`` with ``0 < lo <= hi <= 1`` (condenser NA / objective NA), or None."""
     if value is None:
         return None
-    try:
-        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"condenser_fill must be two numbers (lo, hi), got {value!r}"
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo <= hi <= 1.0):
-        raise InvalidInputError(
-            f"condenser_fill must satisfy 0 < lo <= hi <= 1 (a fraction of the objective's "
-            f"NA), got {value!r}"
-        )
-    return lo, hi
+    return check_range(
+        "condenser_fill", value, 0.0, 1.0, lo_open=True, why=" (a fraction of the objective's NA)"
+    )
 
 
 def waves_per_blur_px(obj: Objective, blur_ray: str = "marginal") -> float:

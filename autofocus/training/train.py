@@ -304,9 +304,10 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         for k in ("na_range", "sampling_range", "immersion")
         if getattr(recipe, k) is not None
     }
-    if optics_domain and recipe.objective is not None:
+    varied = [*optics_domain, *(["optics_input"] if recipe.optics_input else [])]
+    if varied and recipe.objective is not None:
         raise InvalidInputError(
-            f"{', '.join(optics_domain)}: a preset's classifier sees only its own optics"
+            f"{', '.join(varied)} need varied optics; a preset's classifier sees only its own"
         )
     cfg = replace(cfg, **optics_domain)  # DomainConfig checks them
     if recipe.blur_ray is not None:
@@ -332,10 +333,6 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         n_blocks = len(recipe.widths or _make_model(kind).widths) - 1
         if len(recipe.depths) != n_blocks or any(int(d) < 1 for d in recipe.depths):
             raise InvalidInputError(f"depths needs {n_blocks} counts >= 1, one per block")
-    if recipe.optics_input and recipe.objective is not None:
-        raise InvalidInputError(
-            "optics_input needs varied optics; a preset's classifier sees only its own"
-        )
     if recipe.spectral_bins and not 2 <= recipe.spectral_bins <= patch // 2:
         raise InvalidInputError(f"spectral_bins must be 0 or 2..{patch // 2}")
     check_writable(out_dir, "dir")
