@@ -239,7 +239,15 @@ def train(
     ] = None,
     max_blur_px: Annotated[
         float | None,
-        typer.Option(help="regressor: top of the blur range drawn for half the fields [100]"),
+        typer.Option(
+            help="regressor: top of the blur range of the fields not drawn in 0-30 px [100]"
+        ),
+    ] = None,
+    near_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="regressor: share of the fields drawn in 0-30 px blur [0.5]"
+        ),
     ] = None,
     blur_ray: Annotated[
         str | None,
@@ -304,6 +312,7 @@ def train(
         "spectral_bins": spectral_bins,
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
+        "near_share": near_share,
         "blur_ray": blur_ray,
         "objective": objective,
         "condenser_fill": _fill_range(condenser_fill),

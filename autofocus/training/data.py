@@ -92,7 +92,12 @@ class DomainConfig:
     max_level: float = 10.8
     """classifier: levels drawn uniformly in [0, max_level] (beyond 10 labelled 10)."""
     max_blur_px: float = 100.0
-    """regressor: half the fields uniform in [0, 30] px, half in [0, max_blur_px]."""
+    """regressor: ``near_share`` of the fields uniform in [0, 30] px, the rest in
+    [0, max_blur_px]."""
+    near_share: float = 0.5
+    """regressor: share of the fields drawn in [0, 30] px.  Above 0 the drawn blur is
+    denser below 30 px than above (0.5: 4.3x at the default max_blur_px), and a regressor
+    pulls ambiguous large blurs towards the dense side; 0 draws it uniformly."""
     blur_ray: BlurRay = "marginal"
     """regressor: which blur diameter the ``blur_px`` label (and the px unit of the
     aberration labels) is.  ``marginal``: ``2 |dz| tan(theta)``, the edge of the
@@ -232,10 +237,11 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 def _sample_abs_dz_um(rng: np.random.Generator, cfg: DomainConfig, obj: Objective) -> float:
     """|dz| of a field: classifier fields have a uniform level, regressor fields a uniform
-    blur diameter (half in [0, 30] px, half in [0, max_blur_px]; ``cfg.blur_ray``)."""
+    blur diameter (``near_share`` in [0, 30] px, the rest in [0, max_blur_px];
+    ``cfg.blur_ray``)."""
     if cfg.defocus == "classifier":
         return float(obj.level_to_dz_um(float(rng.uniform(0.0, cfg.max_level))))
-    hi = 30.0 if rng.random() < 0.5 else cfg.max_blur_px
+    hi = 30.0 if rng.random() < cfg.near_share else cfg.max_blur_px
     # this order of operations keeps the marginal fields of every earlier recipe bit-exact
     slope = ray_blur_slope(obj, cfg.blur_ray)
     return float(rng.uniform(0.0, hi)) * obj.pixel_size_um / (2 * slope)

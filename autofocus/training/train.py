@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from autofocus.checks import finite_float
 from autofocus.errors import InvalidInputError
 from autofocus.io import atomic_path, atomic_write_text, check_writable
 from autofocus.optics import check_blur_ray
@@ -71,8 +72,11 @@ class Recipe:
     """Specimen types rendered for training; None: ``TRAIN_SPECIMENS``.  The held-out
     evaluation set is always ``TRAIN_SPECIMENS + HELD_OUT_SPECIMENS``."""
     max_blur_px: float | None = None
-    """Regressor only: the top of the blur range drawn for half the fields (the other half
-    stay in [0, 30] px); None: ``DomainConfig.max_blur_px``."""
+    """Regressor only: the top of the blur range of the fields not drawn in [0, 30] px
+    (see ``near_share``); None: ``DomainConfig.max_blur_px``."""
+    near_share: float | None = None
+    """Regressor only: share of the fields drawn in [0, 30] px (the rest up to
+    ``max_blur_px``); None: ``DomainConfig.near_share`` (0.5)."""
     blur_ray: str | None = None
     """Regressor only: ``marginal`` or ``mean``, the blur diameter b is trained to read
     (see ``DomainConfig.blur_ray``); None: ``DomainConfig.blur_ray``."""
@@ -299,6 +303,13 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
                 f"max_blur_px must be in (30, {2 * REGRESSOR_PATCH}] px, got {recipe.max_blur_px}"
             )
         cfg = replace(cfg, max_blur_px=float(recipe.max_blur_px))
+    if recipe.near_share is not None:
+        if kind != "regressor":
+            raise InvalidInputError("near_share applies to the regressor only")
+        share = finite_float(recipe.near_share, "near_share", nonneg=True)
+        if share > 1:
+            raise InvalidInputError(f"near_share must be in [0, 1], got {recipe.near_share!r}")
+        cfg = replace(cfg, near_share=share)
     optics_domain = {
         k: getattr(recipe, k)
         for k in ("na_range", "sampling_range", "immersion")

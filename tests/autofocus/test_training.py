@@ -95,6 +95,9 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"max_blur_px": 130.0},  # classifier levels are fixed; the range is the regressor's
         {"model": "regressor", "max_blur_px": 30.0},
         {"model": "regressor", "max_blur_px": 257.0},
+        {"near_share": 0.0},  # the blur range is the regressor's
+        {"model": "regressor", "near_share": 1.5},
+        {"model": "regressor", "near_share": float("nan")},
         {"model": "regressor", "objective": "20X"},  # one regressor serves every objective
         {"condenser_fill": (0.8, 0.6)},
         {"condenser_fill": (0.0, 0.6)},  # a closed aperture is the point source: None
@@ -238,6 +241,41 @@ def test_marginal_regressor_draws_are_those_of_every_earlier_recipe() -> None:
     a = np.array(vals, dtype=np.float64)
     assert float(a[::2].sum()).hex() == "0x1.bfd5760d447d8p+14"
     assert hashlib.sha256(a.tobytes()).hexdigest()[:16] == "e5c84927fe80ab77"
+
+
+def test_near_share_sets_how_many_regressor_fields_are_drawn_below_30_px() -> None:
+    """near_share 0 draws the blur uniformly over [0, max_blur_px]; 1 keeps every field
+    in [0, 30] px; the default (0.5) is the shipped recipe's mix."""
+    from autofocus.optics import ray_blur_slope
+    from autofocus.training.data import DomainConfig, _sample_abs_dz_um, random_objective
+
+    def blurs(cfg: DomainConfig) -> np.ndarray:
+        out = []
+        for i in range(3000):
+            rng = np.random.default_rng([0, i])
+            obj = random_objective(rng, cfg)
+            dz = _sample_abs_dz_um(rng, cfg, obj)
+            out.append(2 * dz * ray_blur_slope(obj, cfg.blur_ray) / obj.pixel_size_um)
+        return np.array(out)
+
+    flat = blurs(DomainConfig(defocus="regressor", near_share=0.0, max_blur_px=130.0))
+    assert flat.max() <= 130.0 + 1e-9
+    assert np.mean(flat < 30) == pytest.approx(30 / 130, abs=0.03)  # uniform: no step
+    assert np.mean(flat > 100) == pytest.approx(30 / 130, abs=0.03)
+    near = blurs(DomainConfig(defocus="regressor", near_share=1.0))
+    assert near.max() <= 30.0 + 1e-9
+    mixed = blurs(DomainConfig(defocus="regressor"))
+    assert np.mean(mixed < 30) == pytest.approx(0.5 + 0.5 * 0.3, abs=0.03)
+
+
+def test_near_share_is_recorded_in_the_card(tmp_path: Path) -> None:
+    card = train(
+        _tiny(model="regressor", n_fields=64, n_eval_fields=4, near_share=0.0),
+        tmp_path,
+        command="autofocus train regressor (test)",
+    )
+    assert card["training"]["recipe"]["near_share"] == 0.0
+    assert card["data"]["domain"]["near_share"] == 0.0
 
 
 def test_domain_config_refuses_an_unknown_blur_ray() -> None:
