@@ -127,6 +127,8 @@ class DomainConfig:
             raise InvalidInputError(f"immersion must be 'by_na' or 'mixed', not {self.immersion!r}")
         check_range("na_range", self.na_range, 0.05, max(IMMERSION_INDICES) * MAX_NA_OVER_N)
         check_range("sampling_range", self.sampling_range, 0.2, 3.0)
+        if not 0.0 <= self.near_share <= 1.0:  # NaN fails too
+            raise InvalidInputError(f"near_share must be in [0, 1], got {self.near_share!r}")
 
 
 @dataclass

@@ -306,10 +306,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     if recipe.near_share is not None:
         if kind != "regressor":
             raise InvalidInputError("near_share applies to the regressor only")
-        share = finite_float(recipe.near_share, "near_share", nonneg=True)
-        if share > 1:
-            raise InvalidInputError(f"near_share must be in [0, 1], got {recipe.near_share!r}")
-        cfg = replace(cfg, near_share=share)
+        # a number here; DomainConfig checks its range
+        cfg = replace(cfg, near_share=finite_float(recipe.near_share, "near_share"))
     optics_domain = {
         k: getattr(recipe, k)
         for k in ("na_range", "sampling_range", "immersion")

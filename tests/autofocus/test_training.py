@@ -98,6 +98,7 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"near_share": 0.0},  # the blur range is the regressor's
         {"model": "regressor", "near_share": 1.5},
         {"model": "regressor", "near_share": float("nan")},
+        {"model": "regressor", "near_share": "half"},
         {"model": "regressor", "objective": "20X"},  # one regressor serves every objective
         {"condenser_fill": (0.8, 0.6)},
         {"condenser_fill": (0.0, 0.6)},  # a closed aperture is the point source: None
@@ -276,6 +277,14 @@ def test_near_share_is_recorded_in_the_card(tmp_path: Path) -> None:
     )
     assert card["training"]["recipe"]["near_share"] == 0.0
     assert card["data"]["domain"]["near_share"] == 0.0
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_domain_config_refuses_a_near_share_outside_0_1(share: float) -> None:
+    from autofocus.training.data import DomainConfig
+
+    with pytest.raises(InvalidInputError, match="near_share"):
+        DomainConfig(defocus="regressor", near_share=share)
 
 
 def test_domain_config_refuses_an_unknown_blur_ray() -> None:
