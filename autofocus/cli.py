@@ -221,6 +221,7 @@ def train(
     n_fields: Annotated[int | None, typer.Option(min=10, help="training fields to render")] = None,
     n_eval_fields: Annotated[int | None, typer.Option(min=10)] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="patches per batch [256]")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 2,
     workers: Annotated[int, typer.Option(min=1, help="rendering processes")] = 2,
     widths: Annotated[
@@ -248,6 +249,10 @@ def train(
         typer.Option(
             min=0.0, max=1.0, help="regressor: share of the fields drawn in 0-30 px blur [0.5]"
         ),
+    ] = None,
+    patch_px: Annotated[
+        int | None,
+        typer.Option(help="regressor: patch size, 128 or 256 (the whole training field) [128]"),
     ] = None,
     blur_ray: Annotated[
         str | None,
@@ -306,6 +311,7 @@ def train(
         "n_fields": n_fields,
         "n_eval_fields": n_eval_fields,
         "epochs": epochs,
+        "batch_size": batch_size,
         "widths": width_list,
         "hidden": hidden,
         "depths": depth_list,
@@ -313,6 +319,7 @@ def train(
         "specimens": _names(specimens) if specimens is not None else None,
         "max_blur_px": max_blur_px,
         "near_share": near_share,
+        "patch_px": patch_px,
         "blur_ray": blur_ray,
         "objective": objective,
         "condenser_fill": _fill_range(condenser_fill),

@@ -26,6 +26,7 @@ __all__ = [
     "N_OPTICS_FEATURES",
     "REGRESSOR_OUTPUTS",
     "REGRESSOR_PATCH",
+    "REGRESSOR_PATCHES",
     "DefocusClassifier",
     "YangNet",
     "ZernikeRegressor",
@@ -38,6 +39,9 @@ __all__ = [
 
 CLASSIFIER_PATCH = 84
 REGRESSOR_PATCH = 128
+REGRESSOR_PATCHES = (128, 256)
+"""Regressor patch sizes a model may be trained for (both tile the 256 px training
+fields exactly: 2x2 or 1x1)."""
 REGRESSOR_OUTPUTS = ("defocus_px", "astig_oblique_px", "astig_vertical_px", "spherical_px")
 """Regressed pupil coefficients, in pixels of blur diameter (see ``autofocus.scorer``)."""
 
@@ -199,10 +203,13 @@ class DefocusClassifier(_PatchNet):
 
 
 class ZernikeRegressor(_PatchNet):
-    """128x128 normalised patch -> (4 pupil coefficients in px, texture logit).
+    """``patch`` x ``patch`` normalised patch (128 px: DeepFocus's size) -> (4 pupil
+    coefficients in px, texture logit).
 
     ``optics_features=N_OPTICS_FEATURES``: the head is also told the frame's optics, as
-    the classifier's can be.
+    the classifier's can be.  The trunk pools over the whole patch, so one set of
+    weights' architecture works at any ``patch``; the spectral branch's rings are built
+    for it.
     """
 
     def __init__(
@@ -212,11 +219,13 @@ class ZernikeRegressor(_PatchNet):
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
         optics_features: int = 0,
+        patch: int = REGRESSOR_PATCH,
     ) -> None:
         n_out = len(REGRESSOR_OUTPUTS) + 1
-        super().__init__(
-            REGRESSOR_PATCH, n_out, widths, hidden, depths, spectral_bins, optics_features
-        )
+        if patch not in REGRESSOR_PATCHES:
+            raise ValueError(f"patch must be one of {REGRESSOR_PATCHES}, got {patch}")
+        self.patch = int(patch)
+        super().__init__(patch, n_out, widths, hidden, depths, spectral_bins, optics_features)
 
 
 class YangNet(nn.Module):

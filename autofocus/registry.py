@@ -138,6 +138,12 @@ def build_model(card: ModelCard) -> Any:
     for key in ("widths", "depths"):
         if key in arch:
             arch[key] = tuple(arch[key])
+    if cls is models.ZernikeRegressor and card.input_size != arch.get(
+        "patch", models.REGRESSOR_PATCH
+    ):
+        raise ModelWeightsError(
+            f"model card input_size {card.input_size} does not match its architecture's patch"
+        )
     try:
         return cls(**arch)
     except (TypeError, ValueError) as e:

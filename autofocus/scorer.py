@@ -1,9 +1,9 @@
 """In-process focus scoring with the two shipped models (:class:`LocalScorer`).
 
 Pipeline (identical in training and inference): validate the frame -> tile it so every
-pixel is covered (84 px patches for the classifier, 128 px for the regressor) ->
-normalise each patch to zero mean and unit variance (gain/offset invariant) -> run the
-networks in batches under ``torch.inference_mode`` -> aggregate.  Frames taken
+pixel is covered (84 px patches for the classifier; for the regressor its card's
+``input_size``, 128 px or 256 px) -> normalise each patch to zero mean and unit
+variance (gain/offset invariant) -> run the networks in batches under ``torch.inference_mode`` -> aggregate.  Frames taken
 with an objective preset that has its own classifier (``classifier-<preset>``, trained
 for that objective's optics only) are scored by it; all others by the general one.
 Each network whose card says it was built with optics features (the general classifier
@@ -98,6 +98,8 @@ class LocalScorer:
         self._device = _torch_device(torch, device)
         cls, self.classifier_card = load_model("classifier", weights_dir)
         reg, self.regressor_card = load_model("regressor", weights_dir)
+        self.regressor_patch = int(self.regressor_card.input_size)
+        """Regressor tile size in px (its card's ``input_size``: 128, or 256)."""
         # Conv/BatchNorm pairs folded: same outputs to float32 rounding, ~8 % faster;
         # channels-last feature maps: oneDNN's faster convolutions on CPU (see _run)
         self._cls = self._prepared(fuse_for_inference(cls))
@@ -190,8 +192,8 @@ class LocalScorer:
         """
         objective = _objective(objective)
         f = prepare_frame(frame, CLASSIFIER_PATCH)
-        fr = _pad_to(f, REGRESSOR_PATCH)
-        rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
+        fr = _pad_to(f, self.regressor_patch)
+        rg = TileGrid.for_shape(fr.shape, self.regressor_patch)
         rp, rs = normalise_patches(extract_patches(fr, rg))
         rs, reason = self._signal(f, rs)
         reg = self._run(self._reg, rp, self._optics_rows(self._reg, objective, rp.shape[0]))
@@ -258,8 +260,8 @@ class LocalScorer:
         reasons: list[UndeterminedReason | None] = []
         for f in prepared:
             cg = TileGrid.for_shape(f.shape, CLASSIFIER_PATCH)
-            fr = _pad_to(f, REGRESSOR_PATCH)
-            rg = TileGrid.for_shape(fr.shape, REGRESSOR_PATCH)
+            fr = _pad_to(f, self.regressor_patch)
+            rg = TileGrid.for_shape(fr.shape, self.regressor_patch)
             cp, cs = normalise_patches(extract_patches(f, cg))
             rp, rs = normalise_patches(extract_patches(fr, rg))
             rs, reason = self._signal(f, rs)

@@ -94,6 +94,11 @@ class Recipe:
     """The head is also told the frame's optics
     (:func:`autofocus.models.optics_features`); each training batch hides them (zeros)
     from ``OPTICS_HIDDEN_FRACTION`` of its patches, so the model also works without."""
+    patch_px: int | None = None
+    """Regressor only: patch size, 128 (DeepFocus's; 2x2 patches per 256 px field) or
+    256 (the whole field: a wider view for large blur, whose transfer function's first
+    zero ring, at about 1.22 / D cycles per px, a 128 px window barely resolves for D
+    beyond 60 px); None: 128."""
     objective: str | None = None
     """Classifier only: an objective preset's name.  Every training and held-out field is
     seen through that objective, and the model is written as ``classifier-<name>`` for
@@ -145,10 +150,13 @@ def _make_model(
     depths: tuple[int, ...] | None = None,
     spectral_bins: int = 0,
     optics_input: bool = False,
+    patch_px: int | None = None,
 ):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
     kwargs: dict[str, Any] = {}
+    if patch_px is not None:
+        kwargs["patch"] = patch_px
     if depths is not None:
         kwargs["depths"] = tuple(depths)
     if widths is not None:
@@ -270,7 +278,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     """Run a recipe; writes ``<model>.pt`` and ``<model>.json`` into ``out_dir``."""
     import torch
 
-    from autofocus.models import CLASSIFIER_PATCH, REGRESSOR_PATCH
+    from autofocus.models import CLASSIFIER_PATCH, REGRESSOR_PATCH, REGRESSOR_PATCHES
     from autofocus.optics import get_objective
     from autofocus.registry import model_stem, sha256_file
 
@@ -278,13 +286,22 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     torch.set_num_threads(recipe.threads)
     kind = recipe.model
     patch = CLASSIFIER_PATCH if kind == "classifier" else REGRESSOR_PATCH
-    # fields tile exactly into patches: 3x3 of 84 px, 2x2 of 128 px
+    if recipe.patch_px is not None:
+        if kind != "regressor":
+            raise InvalidInputError("patch_px applies to the regressor only")
+        if recipe.patch_px not in REGRESSOR_PATCHES:
+            raise InvalidInputError(
+                f"patch_px must be one of {', '.join(map(str, REGRESSOR_PATCHES))}, "
+                f"got {recipe.patch_px!r}"
+            )
+        patch = int(recipe.patch_px)
+    # fields tile exactly into patches: 3x3 of 84 px; 2x2 of 128 px (or one of 256)
     train_specimens = _check_specimens(recipe.specimens)
     if recipe.objective is not None and kind != "classifier":
         raise InvalidInputError("objective applies to the classifier only")
     cfg = DomainConfig(
         defocus=kind,
-        field_px=3 * patch if kind == "classifier" else 2 * patch,
+        field_px=3 * patch if kind == "classifier" else 2 * REGRESSOR_PATCH,
         specimens=train_specimens,
         # the preset's own spelling ("20x" -> "20X"), or a clear error for an unknown one
         objective=None if recipe.objective is None else get_objective(recipe.objective).name,
@@ -300,7 +317,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
             raise InvalidInputError("max_blur_px applies to the regressor only")
         if not (30.0 < recipe.max_blur_px <= 2 * REGRESSOR_PATCH):
             raise InvalidInputError(
-                f"max_blur_px must be in (30, {2 * REGRESSOR_PATCH}] px, got {recipe.max_blur_px}"
+                f"max_blur_px must be in (30, {2 * REGRESSOR_PATCH}] px (the training field), "
+                f"got {recipe.max_blur_px}"
             )
         cfg = replace(cfg, max_blur_px=float(recipe.max_blur_px))
     if recipe.near_share is not None:
@@ -359,7 +377,13 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
     log.info("rendered %d train / %d eval patches in %.0f s", len(train_set), len(eval_set), t_data)
 
     model = _make_model(
-        kind, recipe.widths, recipe.hidden, recipe.depths, recipe.spectral_bins, recipe.optics_input
+        kind,
+        recipe.widths,
+        recipe.hidden,
+        recipe.depths,
+        recipe.spectral_bins,
+        recipe.optics_input,
+        recipe.patch_px,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
@@ -412,6 +436,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         arch["spectral_bins"] = model.spectral_bins
     if model.optics_features:
         arch["optics_features"] = model.optics_features
+    if kind == "regressor" and patch != REGRESSOR_PATCH:
+        arch["patch"] = patch
     from autofocus.models import REGRESSOR_OUTPUTS
     from autofocus.optics import N_LEVELS
 

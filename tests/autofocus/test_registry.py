@@ -49,6 +49,19 @@ def test_card_with_impossible_architecture_is_refused(tiny_weights: Path) -> Non
         load_model("classifier", tiny_weights)
 
 
+def test_regressor_card_whose_input_size_is_not_its_patch_is_refused(
+    tiny_weights: Path,
+) -> None:
+    import json
+
+    path = tiny_weights / "regressor.json"
+    card = json.loads(path.read_text())
+    card["input_size"] = 256  # the architecture (no "patch") is a 128 px model
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelWeightsError, match="input_size 256"):
+        load_model("regressor", tiny_weights)
+
+
 def test_a_classifier_for_one_objective_loads_beside_the_general_one(
     tiny_weights: Path, add_objective_classifier
 ) -> None:

@@ -99,6 +99,9 @@ def test_tiny_recipe_writes_loadable_weights_with_its_architecture(tmp_path: Pat
         {"model": "regressor", "near_share": 1.5},
         {"model": "regressor", "near_share": float("nan")},
         {"model": "regressor", "near_share": "half"},
+        {"patch_px": 256},  # the classifier's 84 px patches are fixed
+        {"model": "regressor", "patch_px": 192},  # must tile the 256 px field exactly
+        {"model": "regressor", "patch_px": "256"},
         {"model": "regressor", "objective": "20X"},  # one regressor serves every objective
         {"condenser_fill": (0.8, 0.6)},
         {"condenser_fill": (0.0, 0.6)},  # a closed aperture is the point source: None
@@ -449,3 +452,44 @@ def test_mixed_immersion_needs_its_side_stream_and_leaves_every_other_draw() -> 
             b.meta["aberrations"],
         )
         assert a.objective.na == b.objective.na
+
+
+def test_a_256_px_regressor_trains_loads_and_scores_frames_in_256_px_tiles(
+    tmp_path: Path,
+) -> None:
+    """patch_px 256: one patch per 256 px training field; the card records it (input
+    size and architecture), the registry rebuilds it, and the scorer tiles frames with
+    it: every pixel covered, frames smaller than a tile reflect-padded."""
+    from autofocus.scorer import LocalScorer
+    from autofocus.tiling import TileGrid
+
+    card = train(
+        _tiny(model="regressor", n_fields=12, n_eval_fields=2, batch_size=4, patch_px=256),
+        tmp_path,
+        command="autofocus train regressor (test)",
+    )
+    assert card["input_size"] == 256
+    assert card["architecture"]["patch"] == 256
+    assert card["data"]["n_train_patches"] == 12  # one per field
+    assert card["data"]["domain"]["field_px"] == 256
+    model, loaded = load_model("regressor", tmp_path)
+    assert model.patch == 256 and loaded.input_size == 256
+    # the default (128 px) card keeps its old architecture record, without "patch"
+    default = train(
+        _tiny(model="regressor", n_fields=8, n_eval_fields=1, batch_size=8), tmp_path / "d"
+    )
+    assert default["input_size"] == 128 and "patch" not in default["architecture"]
+
+    train(_tiny(), tmp_path)  # a scorer loads both models
+    scorer = LocalScorer(weights_dir=str(tmp_path), detect_blank_fields=False)
+    assert scorer.regressor_patch == 256
+    rng = np.random.default_rng(0)
+    frame = rng.poisson(200, (300, 520)).astype(np.uint16)
+    s = scorer.score(frame, with_patches=True)
+    grid = s.regressor_patches
+    assert grid is not None and grid.size == 256 and grid.values["blur_px"].shape == (2, 3)
+    cover = TileGrid(np.asarray(grid.ys), np.asarray(grid.xs), 256).coverage(frame.shape)
+    assert cover.min() >= 1
+    small = scorer.score(frame[:100, :140], with_patches=True)  # padded up to one tile
+    assert small.regressor_patches is not None
+    assert small.regressor_patches.values["blur_px"].shape == (1, 1)
