@@ -3,9 +3,10 @@
 Pipeline (identical in training and inference): validate the frame -> tile it so every
 pixel is covered (84 px patches for the classifier; for the regressor its card's
 ``input_size``, 128 px or 256 px) -> normalise each patch to zero mean and unit
-variance (gain/offset invariant) -> run the networks in batches under ``torch.inference_mode`` -> aggregate.  Frames taken
-with an objective preset that has its own classifier (``classifier-<preset>``, trained
-for that objective's optics only) are scored by it; all others by the general one.
+variance (gain/offset invariant) -> run the networks in batches under
+``torch.inference_mode`` -> aggregate.  Frames taken with an objective preset that has
+its own classifier (``classifier-<preset>``, trained for that objective's optics only)
+are scored by it; all others by the general one.
 Each network whose card says it was built with optics features (the general classifier
 and the regressor) is told the objective's (:func:`autofocus.models.optics_features`;
 zeros when no objective is given).
