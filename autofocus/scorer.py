@@ -56,7 +56,6 @@ from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepa
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
 
 CLASSIFIER_PATCH = 84
-REGRESSOR_PATCH = 128
 
 
 class LocalScorer:
