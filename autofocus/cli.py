@@ -286,6 +286,10 @@ def train(
             "silicone, glycerol and oil at every NA they reach) [by_na]"
         ),
     ] = None,
+    input_asinh: Annotated[
+        bool,
+        typer.Option(help="the trunk reads asinh of the normalised patch [off]"),
+    ] = False,
     optics_input: Annotated[
         bool,
         typer.Option(
@@ -327,6 +331,7 @@ def train(
         "sampling_range": _pair("--sampling-range", sampling_range),
         "immersion": immersion,
         "optics_input": optics_input or None,
+        "input_asinh": input_asinh or None,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     recipe = replace(recipe, **changes)  # type: ignore[arg-type]

@@ -153,8 +153,10 @@ class _PatchNet(nn.Module):
         depths: tuple[int, ...] | None,
         spectral_bins: int,
         optics_features: int = 0,
+        input_asinh: bool = False,
     ) -> None:
         super().__init__()
+        self.input_asinh = bool(input_asinh)
         if optics_features not in (0, N_OPTICS_FEATURES):
             raise ValueError(f"optics_features must be 0 or {N_OPTICS_FEATURES}")
         self.widths = tuple(widths)
@@ -170,7 +172,10 @@ class _PatchNet(nn.Module):
         """``x`` (B, 1, s, s) normalised patches; ``optics`` (B, :data:`N_OPTICS_FEATURES`)
         rows of :func:`optics_features` for a model built with them (None: unknown
         optics, zeros); a model built without them refuses it."""
-        h = self.trunk(x)
+        # asinh compresses the normalised patch's bright outliers (log-like above ~2 SD,
+        # linear below), so faint structure beside a bright spot still reaches the trunk;
+        # the spectrum branch keeps the linear patch, whose transfer-function zeros it reads
+        h = self.trunk(torch.asinh(x) if self.input_asinh else x)
         if self.spectrum is not None:
             h = torch.cat([h, self.spectrum(x)], dim=1)
         if self.optics_features:
@@ -196,9 +201,17 @@ class DefocusClassifier(_PatchNet):
         depths: tuple[int, ...] | None = None,
         spectral_bins: int = 0,
         optics_features: int = 0,
+        input_asinh: bool = False,
     ) -> None:
         super().__init__(
-            CLASSIFIER_PATCH, N_LEVELS, widths, hidden, depths, spectral_bins, optics_features
+            CLASSIFIER_PATCH,
+            N_LEVELS,
+            widths,
+            hidden,
+            depths,
+            spectral_bins,
+            optics_features,
+            input_asinh,
         )
 
 
@@ -220,12 +233,15 @@ class ZernikeRegressor(_PatchNet):
         spectral_bins: int = 0,
         optics_features: int = 0,
         patch: int = REGRESSOR_PATCH,
+        input_asinh: bool = False,
     ) -> None:
         n_out = len(REGRESSOR_OUTPUTS) + 1
         if patch not in REGRESSOR_PATCHES:
             raise ValueError(f"patch must be one of {REGRESSOR_PATCHES}, got {patch}")
+        super().__init__(
+            patch, n_out, widths, hidden, depths, spectral_bins, optics_features, input_asinh
+        )
         self.patch = int(patch)
-        super().__init__(patch, n_out, widths, hidden, depths, spectral_bins, optics_features)
 
 
 class YangNet(nn.Module):

@@ -94,6 +94,9 @@ class Recipe:
     """The head is also told the frame's optics
     (:func:`autofocus.models.optics_features`); each training batch hides them (zeros)
     from ``OPTICS_HIDDEN_FRACTION`` of its patches, so the model also works without."""
+    input_asinh: bool = False
+    """The trunk reads ``asinh`` of the normalised patch (see :class:`autofocus.models.
+    _PatchNet`): bright spots compressed, so faint structure beside them counts."""
     patch_px: int | None = None
     """Regressor only: patch size, 128 (DeepFocus's; 2x2 patches per 256 px field) or
     256 (the whole field: a wider view for large blur, whose transfer function's first
@@ -151,10 +154,13 @@ def _make_model(
     spectral_bins: int = 0,
     optics_input: bool = False,
     patch_px: int | None = None,
+    input_asinh: bool = False,
 ):
     from autofocus.models import DefocusClassifier, ZernikeRegressor
 
     kwargs: dict[str, Any] = {}
+    if input_asinh:
+        kwargs["input_asinh"] = True
     if patch_px is not None:
         kwargs["patch"] = patch_px
     if depths is not None:
@@ -384,6 +390,7 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         recipe.spectral_bins,
         recipe.optics_input,
         recipe.patch_px,
+        recipe.input_asinh,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_set) // recipe.batch_size
@@ -438,6 +445,8 @@ def train(recipe: Recipe, out_dir: Path, *, command: str | None = None) -> dict[
         arch["optics_features"] = model.optics_features
     if kind == "regressor" and patch != REGRESSOR_PATCH:
         arch["patch"] = patch
+    if model.input_asinh:
+        arch["input_asinh"] = True
     from autofocus.models import REGRESSOR_OUTPUTS
     from autofocus.optics import N_LEVELS
 

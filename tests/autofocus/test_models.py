@@ -150,3 +150,32 @@ def test_a_classifier_with_optics_reads_none_as_unknown() -> None:
         DefocusClassifier(optics_features=3)
     with pytest.raises(ValueError):
         DefocusClassifier(widths=(8, 16))(x, zeros)
+
+
+@pytest.mark.parametrize("cls", [DefocusClassifier, ZernikeRegressor])
+def test_input_asinh_compresses_what_the_trunk_reads_not_what_the_spectrum_reads(cls) -> None:
+    """``input_asinh``: the trunk gets asinh(x); the spectrum branch the linear patch."""
+    torch.manual_seed(0)
+    plain = cls(widths=(8, 16), hidden=8, spectral_bins=6).eval()
+    squashed = cls(widths=(8, 16), hidden=8, spectral_bins=6, input_asinh=True).eval()
+    squashed.load_state_dict(plain.state_dict())  # same weights: no new parameters
+    size = 84 if cls is DefocusClassifier else 128
+    x = torch.randn(3, 1, size, size) * 4
+    with torch.no_grad():
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(name: str):
+            def hook(module, inputs, output) -> None:  # None: the output stays as it is
+                seen[name] = inputs[0]
+
+            return hook
+
+        squashed.trunk.register_forward_hook(keep("trunk"))
+        squashed.spectrum.register_forward_hook(keep("spec"))
+        out = squashed(x)
+        assert torch.equal(seen["trunk"], torch.asinh(x))
+        assert torch.equal(seen["spec"], x)
+        # on small values asinh is nearly the identity, so the two models nearly agree
+        small = x / 1000
+        assert torch.allclose(squashed(small), plain(small), atol=1e-4)
+        assert not torch.allclose(out, plain(x))

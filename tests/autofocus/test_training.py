@@ -493,3 +493,13 @@ def test_a_256_px_regressor_trains_loads_and_scores_frames_in_256_px_tiles(
     small = scorer.score(frame[:100, :140], with_patches=True)  # padded up to one tile
     assert small.regressor_patches is not None
     assert small.regressor_patches.values["blur_px"].shape == (1, 1)
+
+
+def test_input_asinh_is_recorded_and_rebuilt_from_the_card(tmp_path: Path) -> None:
+    card = train(_tiny(input_asinh=True), tmp_path, command="autofocus train classifier (t)")
+    assert card["architecture"]["input_asinh"] is True
+    assert card["training"]["recipe"]["input_asinh"] is True
+    model, _ = load_model("classifier", tmp_path)
+    assert model.input_asinh
+    plain = train(_tiny(), tmp_path / "plain")
+    assert "input_asinh" not in plain["architecture"]  # older cards read the same
