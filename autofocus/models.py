@@ -172,8 +172,8 @@ class _PatchNet(nn.Module):
         """``x`` (B, 1, s, s) normalised patches; ``optics`` (B, :data:`N_OPTICS_FEATURES`)
         rows of :func:`optics_features` for a model built with them (None: unknown
         optics, zeros); a model built without them refuses it."""
-        # asinh compresses the normalised patch's bright outliers (log-like above ~2 SD,
-        # linear below), so faint structure beside a bright spot still reaches the trunk;
+        # asinh compresses the normalised patch's bright outliers (linear below about
+        # 1 SD, logarithmic above), so faint structure beside a bright spot reaches the trunk;
         # the spectrum branch keeps the linear patch, whose transfer-function zeros it reads
         h = self.trunk(torch.asinh(x) if self.input_asinh else x)
         if self.spectrum is not None:
@@ -220,9 +220,8 @@ class ZernikeRegressor(_PatchNet):
     coefficients in px, texture logit).
 
     ``optics_features=N_OPTICS_FEATURES``: the head is also told the frame's optics, as
-    the classifier's can be.  The trunk pools over the whole patch, so one set of
-    weights' architecture works at any ``patch``; the spectral branch's rings are built
-    for it.
+    the classifier's can be.  ``patch`` is one of :data:`REGRESSOR_PATCHES`; the trunk
+    pools over the whole patch, so only the spectral branch's rings depend on it.
     """
 
     def __init__(

@@ -138,11 +138,15 @@ def build_model(card: ModelCard) -> Any:
     for key in ("widths", "depths"):
         if key in arch:
             arch[key] = tuple(arch[key])
-    if cls is models.ZernikeRegressor and card.input_size != arch.get(
-        "patch", models.REGRESSOR_PATCH
-    ):
+    size = (
+        models.CLASSIFIER_PATCH
+        if cls is models.DefocusClassifier
+        else arch.get("patch", models.REGRESSOR_PATCH)
+    )
+    if card.input_size != size:
         raise ModelWeightsError(
-            f"model card input_size {card.input_size} does not match its architecture's patch"
+            f"model card input_size {card.input_size} does not match its architecture's "
+            f"{size} px patch"
         )
     try:
         return cls(**arch)

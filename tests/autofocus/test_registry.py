@@ -49,7 +49,7 @@ def test_card_with_impossible_architecture_is_refused(tiny_weights: Path) -> Non
         load_model("classifier", tiny_weights)
 
 
-def test_regressor_card_whose_input_size_is_not_its_patch_is_refused(
+def test_a_card_whose_input_size_is_not_its_patch_is_refused(
     tiny_weights: Path,
 ) -> None:
     import json
@@ -60,6 +60,12 @@ def test_regressor_card_whose_input_size_is_not_its_patch_is_refused(
     path.write_text(json.dumps(card))
     with pytest.raises(ModelWeightsError, match="input_size 256"):
         load_model("regressor", tiny_weights)
+    path = tiny_weights / "classifier.json"
+    card = json.loads(path.read_text())
+    card["input_size"] = 96  # a classifier reads 84 px patches
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelWeightsError, match="input_size 96"):
+        load_model("classifier", tiny_weights)
 
 
 def test_a_classifier_for_one_objective_loads_beside_the_general_one(
