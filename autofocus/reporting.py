@@ -75,14 +75,15 @@ def _default(obj: Any) -> Any:
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table; floats to 4 significant digits."""
+    """A GitHub-flavoured markdown table; floats to 4 significant digits.  A ``|`` inside
+    a cell (``H(Z|S)``, ``|z|``) is escaped, so it does not split the cell."""
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.4g}"
-        return str(v)
+        return str(v).replace("|", "\\|")
 
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out = ["| " + " | ".join(fmt(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(out) + "\n"
 

@@ -26,6 +26,26 @@ def test_invariance_figures_reward_informative_invariant_scores() -> None:
     assert b["depth_range_dof"] == pytest.approx(4.0)
 
 
+def test_invariance_figures_say_where_the_sharpest_reading_is() -> None:
+    z = np.linspace(-12, 12, 49)
+    v_shaped = np.tile(np.abs(z) / 12, (4, 1))
+    inverted = 1.0 - v_shaped  # just as consistent and informative, sharpest far out
+    good, bad = invariance_figures(v_shaped, z), invariance_figures(inverted, z)
+    # SD and H cannot tell them apart ...
+    assert bad["sd_5dof"] == pytest.approx(good["sd_5dof"])
+    assert bad["cond_entropy_bits"] == pytest.approx(good["cond_entropy_bits"])
+    # ... where the sharpest reading lies can
+    assert (good["sharpest_at_dof"], good["peaks_at_focus"]) == (0.0, 1.0)
+    assert (bad["sharpest_at_dof"], bad["peaks_at_focus"]) == (12.0, 0.0)
+    mixed = v_shaped.copy()
+    mixed[0] = np.roll(v_shaped[0], 3)  # sharpest 1.5 DOF off focus
+    mixed[1] = inverted[1]  # sharpest at 12 DOF
+    mixed[2, :] = np.nan  # no reading at all: left out
+    m = invariance_figures(mixed, z)
+    assert m["sharpest_at_dof"] == 1.5  # median of 1.5, 12, 0
+    assert m["peaks_at_focus"] == pytest.approx(1 / 3)
+
+
 def test_normalisation_direction() -> None:
     curves = np.array([[3.0, 1.0, 5.0]])
     np.testing.assert_allclose(normalise_curves(curves, higher_is_sharper=False), [[0.5, 0, 1]])
@@ -200,3 +220,15 @@ def test_a_users_objective_is_evaluated_through_the_general_classifier(tmp_path)
     general = load_card("classifier").sha256[:12]
     assert report["model_version"].startswith(f"classifier-1.0-{general}+")
     assert "all through my63x (NA 1.4" in (out / "evaluation.md").read_text()
+
+
+def test_markdown_table_escapes_pipes_inside_cells() -> None:
+    from autofocus.reporting import markdown_table
+
+    text = markdown_table(["score", "H(Z|S) bits"], [["|z| rule", 2.5]])
+    header, rule, row = text.strip().splitlines()
+    assert header == "| score | H(Z\\|S) bits |"
+    assert row == "| \\|z\\| rule | 2.5 |"
+    # every line splits into the same number of cells on the unescaped pipes
+    cells = [len([c for c in line.replace("\\|", "").split("|")]) for line in (header, rule, row)]
+    assert len(set(cells)) == 1
