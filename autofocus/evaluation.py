@@ -42,7 +42,6 @@ from __future__ import annotations
 import csv
 import itertools
 from collections.abc import Callable, Sequence
-from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -360,15 +359,19 @@ def invariance_figures(norm: np.ndarray, z_dof: np.ndarray) -> dict[str, float]:
             else:
                 break
         ranges.append(reach)
-    finite = ~np.all(np.isnan(norm), axis=1)
-    sharpest_abs_z = np.abs(z[np.nanargmin(norm[finite], axis=1)]) if finite.any() else None
-    at_focus = None if sharpest_abs_z is None else sharpest_abs_z <= 1.0 + 1e-9
+    finite = ~np.all(np.isnan(norm), axis=1)  # a specimen without readings is left out
+    if finite.any():
+        sharpest_abs_z = np.abs(z[np.nanargmin(norm[finite], axis=1)])
+        sharpest_at = float(np.median(sharpest_abs_z))
+        at_focus = float(np.mean(sharpest_abs_z <= 1.0 + 1e-9))
+    else:
+        sharpest_at = at_focus = float("nan")
     return {
         "sd_5dof": float(sd[near].mean()),
         "cond_entropy_bits": cond_entropy,
         "depth_range_dof": float(min(ranges)),
-        "sharpest_at_dof": nan if sharpest_abs_z is None else float(np.median(sharpest_abs_z)),
-        "peaks_at_focus": nan if at_focus is None else float(np.mean(at_focus)),
+        "sharpest_at_dof": sharpest_at,
+        "peaks_at_focus": at_focus,
     }
 
 
@@ -509,8 +512,8 @@ def invariance_table(results: dict[str, dict[str, float]]) -> str:
             r["sd_5dof"],
             r["cond_entropy_bits"],
             r["depth_range_dof"],
-            r.get("sharpest_at_dof", nan),
-            r.get("peaks_at_focus", nan),
+            r["sharpest_at_dof"],
+            r["peaks_at_focus"],
         ]
         for n, r in sorted(results.items(), key=lambda kv: kv[1]["sd_5dof"])
     ]

@@ -56,6 +56,8 @@ from autofocus.tiling import TileGrid, extract_patches, normalise_patches, prepa
 __all__ = ["LocalScorer", "aggregate_distribution", "image_certainties"]
 
 CLASSIFIER_PATCH = 84
+"""Classifier tile size in px: :data:`autofocus.models.CLASSIFIER_PATCH`, repeated here so
+that importing the scorer does not import torch (a test checks they agree)."""
 
 
 class LocalScorer:

@@ -179,3 +179,10 @@ def test_input_asinh_compresses_what_the_trunk_reads_not_what_the_spectrum_reads
         small = x / 1000
         assert torch.allclose(squashed(small), plain(small), atol=1e-4)
         assert not torch.allclose(out, plain(x))
+
+
+def test_scorer_tiles_the_classifier_at_its_patch_size() -> None:
+    import autofocus.models as models
+    import autofocus.scorer as scorer
+
+    assert scorer.CLASSIFIER_PATCH == models.CLASSIFIER_PATCH
